@@ -8,46 +8,36 @@ from dataclasses import dataclass
 from typing import Any
 
 from llmrec.config import option
-from llmrec.data.splits import SplitConfig
+from llmrec.data.loaders import DataConfig, load_data
+from llmrec.data.splits import SplitConfig, make_split
 
 log = logging.getLogger(__name__)
 
 
-def _data_config():
-    # DataConfig lives beside the loaders; imported lazily only to keep `llmrec --help` light.
-    from llmrec.data.loaders import DataConfig
+@dataclass
+class StatsConfig:
+    data: DataConfig = option(default_factory=DataConfig, help="the dataset to describe")
+    json: bool = option(False, help="print the statistics as JSON")
 
-    return DataConfig
+
+@dataclass
+class SplitCommandConfig:
+    data: DataConfig = option(default_factory=DataConfig, help="the dataset to split")
+    split: SplitConfig = option(default_factory=SplitConfig, help="the split protocol")
+    out: str = option("runs/split", help="folder to write the split into (replaced atomically)")
 
 
-def _configs():
-    DataConfig = _data_config()
-
-    @dataclass
-    class StatsConfig:
-        data: DataConfig = option(default_factory=DataConfig, help="the dataset to describe")
-        json: bool = option(False, help="print the statistics as JSON")
-
-    @dataclass
-    class SplitCommandConfig:
-        data: DataConfig = option(default_factory=DataConfig, help="the dataset to split")
-        split: SplitConfig = option(default_factory=SplitConfig, help="the split protocol")
-        out: str = option("runs/split", help="folder to write the split into (replaced atomically)")
-
-    @dataclass
-    class ShowConfig:
-        data: DataConfig = option(default_factory=DataConfig, help="the dataset to show")
-        table: str = option("items", help="table to show: users, items, interactions, dialogues, "
-                                          "judgments, queries, or a dataset-specific table")
-        id: str | None = option(None, help="show only rows whose id column equals this value "
-                                           "(user_id / item_id / dialogue_id / query_id)")
-        n: int = option(5, help="number of rows to show")
-
-    return StatsConfig, SplitCommandConfig, ShowConfig
+@dataclass
+class ShowConfig:
+    data: DataConfig = option(default_factory=DataConfig, help="the dataset to show")
+    table: str = option("items", help="table to show: users, items, interactions, dialogues, "
+                                      "judgments, queries, or a dataset-specific table")
+    id: str | None = option(None, help="show only rows whose id column equals this value "
+                                       "(user_id / item_id / dialogue_id / query_id)")
+    n: int = option(5, help="number of rows to show")
 
 
 def _stats(cfg, args) -> int:
-    from llmrec.data.loaders import load_data
     from llmrec.data.stats import compute_stats, format_stats
 
     data = load_data(cfg.data)
@@ -57,9 +47,6 @@ def _stats(cfg, args) -> int:
 
 
 def _split(cfg, args) -> int:
-    from llmrec.data.loaders import load_data
-    from llmrec.data.splits import make_split
-
     data = load_data(cfg.data)
     split = make_split(data, cfg.split)
     split.save(cfg.out, extra_config=cfg)
@@ -79,7 +66,6 @@ _ID_COLUMNS = ("user_id", "item_id", "dialogue_id", "query_id", "doc_id", "dialo
 def _show(cfg, args) -> int:
     import pandas as pd
 
-    from llmrec.data.loaders import load_data
     from llmrec.errors import DataError
 
     data = load_data(cfg.data)
@@ -105,6 +91,8 @@ def _show(cfg, args) -> int:
 def _short(val: Any, limit: int = 300) -> str:
     if hasattr(val, "tolist"):
         val = val.tolist()
+    if isinstance(val, float) and val.is_integer():
+        val = int(val)  # nullable integer columns (e.g. year) come back from Arrow as floats
     text = val if isinstance(val, str) else json.dumps(val, default=str, ensure_ascii=False)
     return text if len(text) <= limit else text[:limit] + " ..."
 
@@ -116,7 +104,6 @@ def register(subparsers) -> None:
                               description="Look at datasets and write leakage-safe splits.")
     p.set_defaults(_handler=None, _group_parser=p)
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
-    StatsConfig, SplitCommandConfig, ShowConfig = _configs()
 
     def dataset_arg(parser):
         parser.add_argument("dataset", nargs="?", default=None,
