@@ -110,3 +110,20 @@ def test_bad_inputs(inter):
         make_split(bad)
     with pytest.raises(DataError, match="not a saved split"):
         Split.load("/nonexistent")
+
+
+@pytest.mark.slow
+def test_kar_split_on_ml1m_users_1_2999():
+    from conftest import shared_path
+
+    from llmrec.data.loaders import DataConfig, load_data
+
+    data = load_data(DataConfig(name="movielens-1m", path=str(shared_path("movielens-1m"))))
+    s = make_split(data, SplitConfig(seed=42))
+    assert s.cutoffs["user_id"].nunique() == 2999
+    # every ML-1M user has >= 20 ratings, so every cutoff hits min((n+1)//2, 30) with n >= 20
+    assert s.cutoffs["n_lm"].between(10, 30).all()
+    assert len(s.samples) == 487_650 - int(s.cutoffs["n_lm"].sum())
+    merged = s.samples.merge(s.cutoffs[["user_id", "n_lm"]], on="user_id")
+    assert (merged["position"] >= merged["n_lm"]).all()
+    assert set(s.part("test")["user_id"]).isdisjoint(s.part("train")["user_id"])
