@@ -37,6 +37,8 @@ demo: install
 	$(BIN)/llmrec data split ml-latest-small --out=$(DEMO_DIR)/split
 	@echo; echo "== one item =="
 	$(BIN)/llmrec data show ml-latest-small --table=items --id=1 --n=1
+	@echo; echo "== train one CTR backbone (DCNv2) on the split, CPU =="
+	$(BIN)/llmrec rank train --config eval/ranking/demo.yaml --split_path=$(DEMO_DIR)/split --output_dir=$(DEMO_DIR)/rank
 
 test: install
 	@# pytest exits 5 when no test is collected (e.g. a PYTEST_ARGS filter matching nothing):

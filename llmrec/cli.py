@@ -23,6 +23,7 @@ from llmrec.errors import LlmrecError
 STAGE_CLIS = (
     "llmrec.envinfo",
     "llmrec.data.cli",
+    "llmrec.ranking.cli",
 )
 
 log = logging.getLogger("llmrec")

@@ -1,0 +1,221 @@
+"""Building blocks shared by the backbones: the feature embedding, an MLP, a first-order term.
+
+:class:`FeatureEmbedding` turns a batch from :meth:`FeatureSet.batch` into field embeddings. All
+categorical fields share one embedding table with per-field offsets, so a batch needs one gather
+for the scalar fields instead of one per field (fewer kernel launches per step on the GPU). The
+target item and the behaviour items share the item tables, which is what lets attention compare
+them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from llmrec.ranking.features import FeatureSpec
+
+# small initial embeddings keep padding/unknown rows (never updated for cold entities) near zero
+EMBED_INIT_STD = 1e-4
+
+
+@dataclass
+class Embedded:
+    """Embeddings of one batch.
+
+    ``user [B, U, D]``, ``target [B, K, D]`` (the target item's K slots: id, scalar attributes,
+    pooled multi-valued attributes), ``history [B, L, K, D]`` (the behaviour items, same slots, the
+    rating embedding added to the id slot), ``mask [B, L]`` (bool), ``dense [B, n_dense, D]``.
+    """
+
+    user: torch.Tensor
+    target: torch.Tensor
+    history: torch.Tensor
+    mask: torch.Tensor
+    dense: torch.Tensor | None
+
+    def pooled_history(self) -> torch.Tensor:
+        """Masked mean over the behaviour sequence: [B, K, D] (zeros for an empty history)."""
+        m = self.mask.to(self.history.dtype)[:, :, None, None]
+        total = (self.history * m).sum(1)
+        return total / m.sum(1).clamp_min(1.0)
+
+    def fields(self, history: torch.Tensor | None = None) -> torch.Tensor:
+        """All fields for flat models: [B, F, D] = user, target item, history, dense.
+
+        ``history`` ([B, K, D]) replaces the mean-pooled history (a sequence model's summary).
+        """
+        hist = self.pooled_history() if history is None else history
+        parts = [self.user, self.target, hist]
+        if self.dense is not None:
+            parts.append(self.dense)
+        return torch.cat(parts, dim=1)
+
+    def context(self) -> torch.Tensor:
+        """Every field except the history: [B, F - K, D] (for sequence models)."""
+        parts = [self.user, self.target]
+        if self.dense is not None:
+            parts.append(self.dense)
+        return torch.cat(parts, dim=1)
+
+
+class FeatureEmbedding(nn.Module):
+    """Embeds every field of a :class:`FeatureSpec` to ``embed_dim``.
+
+    Dense fields are projected by a per-field linear map to ``embed_dim`` and become fields too,
+    so knowledge vectors of any width enter every backbone the same way.
+    """
+
+    def __init__(self, spec: FeatureSpec, embed_dim: int) -> None:
+        super().__init__()
+        self.spec = spec
+        self.embed_dim = embed_dim
+        sizes = [v for _, v in spec.user_fields] + [v for _, v in spec.item_fields]
+        self.n_user = len(spec.user_fields)
+        self.n_item = len(spec.item_fields)
+        offsets = torch.tensor([0] + sizes[:-1]).cumsum(0)
+        self.register_buffer("user_offsets", offsets[: self.n_user].clone(), persistent=False)
+        self.register_buffer("item_offsets", offsets[self.n_user:].clone(), persistent=False)
+        self.table = nn.Embedding(sum(sizes), embed_dim)
+        self.multi = nn.ModuleDict({name: nn.Embedding(v, embed_dim, padding_idx=0)
+                                    for name, v, _ in spec.item_multi_fields})
+        self.rating = nn.Embedding(spec.rating_vocab, embed_dim, padding_idx=0)
+        self.dense_names = list(spec.dense)
+        self.dense = nn.ModuleDict({name: nn.Linear(d, embed_dim) for name, d in spec.dense.items()})
+        self.reset_parameters()
+
+    @property
+    def n_slots(self) -> int:
+        return self.spec.n_item_slots
+
+    def reset_parameters(self) -> None:
+        for emb in [self.table, self.rating, *self.multi.values()]:
+            nn.init.normal_(emb.weight, std=EMBED_INIT_STD)
+        with torch.no_grad():
+            self.rating.weight[0].zero_()
+            for emb in self.multi.values():
+                emb.weight[0].zero_()
+
+    def _item(self, ids: torch.Tensor, multi: dict[str, torch.Tensor]) -> torch.Tensor:
+        """[..., n_item] scalar ids + {name: [..., G]} -> [..., K, D]."""
+        parts = [self.table(ids + self.item_offsets)]
+        for name, emb in self.multi.items():
+            vals = multi[name]
+            m = (vals > 0).to(parts[0].dtype).unsqueeze(-1)
+            pooled = (emb(vals) * m).sum(-2) / m.sum(-2).clamp_min(1.0)
+            parts.append(pooled.unsqueeze(-2))
+        return torch.cat(parts, dim=-2)
+
+    def forward(self, batch: dict) -> Embedded:
+        user = self.table(batch["user"] + self.user_offsets)
+        target = self._item(batch["item"], batch["item_multi"])
+        history = self._item(batch["hist_item"], batch["hist_multi"])
+        mask = batch["hist_mask"]
+        # the rating tells a liked viewing from a disliked one of the same item: add it to the id
+        rate = self.rating(batch["hist_rating"]).unsqueeze(-2)
+        pad = torch.zeros_like(history[..., 1:, :])
+        history = (history + torch.cat([rate, pad], dim=-2)) * mask[..., None, None].to(history.dtype)
+        dense = None
+        if self.dense_names:
+            dense = torch.stack([self.dense[n](batch["dense"][n].to(user.dtype))
+                                 for n in self.dense_names], dim=1)
+        return Embedded(user=user, target=target, history=history, mask=mask, dense=dense)
+
+
+class LinearTerm(nn.Module):
+    """First-order (logistic-regression) term: one scalar weight per categorical value.
+
+    Covers user fields, target-item fields and multi-valued attributes (mean of their weights),
+    plus a linear map of each dense field. The behaviour sequence is left to the second-order and
+    deep parts.
+    """
+
+    def __init__(self, spec: FeatureSpec) -> None:
+        super().__init__()
+        sizes = [v for _, v in spec.user_fields] + [v for _, v in spec.item_fields]
+        offsets = torch.tensor([0] + sizes[:-1]).cumsum(0)
+        n_user = len(spec.user_fields)
+        self.register_buffer("user_offsets", offsets[:n_user].clone(), persistent=False)
+        self.register_buffer("item_offsets", offsets[n_user:].clone(), persistent=False)
+        self.table = nn.Embedding(sum(sizes), 1)
+        self.multi = nn.ModuleDict({n: nn.Embedding(v, 1, padding_idx=0)
+                                    for n, v, _ in spec.item_multi_fields})
+        self.dense = nn.ModuleDict({n: nn.Linear(d, 1, bias=False) for n, d in spec.dense.items()})
+        self.bias = nn.Parameter(torch.zeros(1))
+        for emb in [self.table, *self.multi.values()]:
+            nn.init.zeros_(emb.weight)
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        out = self.table(batch["user"] + self.user_offsets).sum((1, 2))
+        out = out + self.table(batch["item"] + self.item_offsets).sum((1, 2))
+        for name, emb in self.multi.items():
+            vals = batch["item_multi"][name]
+            m = (vals > 0).to(out.dtype)
+            out = out + (emb(vals).squeeze(-1) * m).sum(-1) / m.sum(-1).clamp_min(1.0)
+        for name, lin in self.dense.items():
+            out = out + lin(batch["dense"][name].to(out.dtype)).squeeze(-1)
+        return out + self.bias
+
+
+class MLP(nn.Module):
+    """Linear -> [BatchNorm] -> activation -> [Dropout] blocks; ``out_dim`` adds a final linear."""
+
+    def __init__(self, in_dim: int, hidden: list[int] | tuple[int, ...], out_dim: int | None = None,
+                 dropout: float = 0.0, batch_norm: bool = False, activation: str = "relu") -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        d = in_dim
+        for h in hidden:
+            layers.append(nn.Linear(d, h))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(h))
+            layers.append(make_activation(activation, h))
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            d = h
+        if out_dim is not None:
+            layers.append(nn.Linear(d, out_dim))
+            d = out_dim
+        self.net = nn.Sequential(*layers)
+        self.out_dim = d
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() > 2 and any(isinstance(m, nn.BatchNorm1d) for m in self.net):
+            # BatchNorm1d wants [N, C]: fold the leading dims
+            shape = x.shape
+            return self.net(x.reshape(-1, shape[-1])).reshape(*shape[:-1], self.out_dim)
+        return self.net(x)
+
+
+def make_activation(name: str, dim: int | None = None) -> nn.Module:
+    name = name.lower()
+    if name == "relu":
+        return nn.ReLU()
+    if name == "prelu":
+        return nn.PReLU(dim or 1)
+    if name == "sigmoid":
+        return nn.Sigmoid()
+    if name == "tanh":
+        return nn.Tanh()
+    if name == "silu":
+        return nn.SiLU()
+    if name == "dice":
+        return Dice(dim or 1)
+    raise ValueError(f"unknown activation {name!r} (relu, prelu, sigmoid, tanh, silu, dice)")
+
+
+class Dice(nn.Module):
+    """Data-adaptive activation from the DIN paper: a PReLU whose switch point follows the batch's
+    normalised input (p = sigmoid(BN(x)); f(x) = p*x + (1-p)*alpha*x)."""
+
+    def __init__(self, dim: int, eps: float = 1e-8) -> None:
+        super().__init__()
+        self.bn = nn.BatchNorm1d(dim, eps=eps, affine=False)
+        self.alpha = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        flat = x.reshape(-1, shape[-1])
+        p = torch.sigmoid(self.bn(flat)).reshape(shape)
+        return p * x + (1 - p) * self.alpha * x

@@ -1,0 +1,111 @@
+"""CTR metrics computed with tensor ops on the device: AUC, gAUC (user-grouped AUC) and LogLoss.
+
+AUC uses the rank-sum (Mann-Whitney) form with tied scores given their average rank, which is what
+``sklearn.metrics.roc_auc_score`` computes. gAUC sorts once by (group, score) and computes every
+group's rank sum with segment operations, so there is no Python loop over users.
+
+gAUC convention: groups (users) whose samples are all positive or all negative have no AUC and are
+skipped; the remaining groups' AUCs are averaged weighted by their number of samples (the
+impression-weighted gAUC of the DIN paper). ``weight="uniform"`` averages them unweighted.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _ranks_1based(sorted_scores: torch.Tensor, new_run: torch.Tensor) -> torch.Tensor:
+    """Average 1-based ranks of an ascending score array whose tie runs start where ``new_run``.
+
+    A run occupying sorted positions [s, s + c) gets rank s + (c + 1) / 2 for every member.
+    """
+    n = sorted_scores.numel()
+    run_id = torch.cumsum(new_run.long(), 0) - 1
+    n_runs = int(run_id[-1].item()) + 1 if n else 0
+    counts = torch.bincount(run_id, minlength=n_runs).to(torch.float64)
+    starts = torch.cumsum(counts, 0) - counts  # 0-based start of each run
+    return (starts + (counts + 1) / 2)[run_id]
+
+
+def auc(labels: torch.Tensor, scores: torch.Tensor) -> float:
+    """ROC AUC with ties averaged; NaN when only one class is present."""
+    labels = labels.reshape(-1).to(torch.float64)
+    scores = scores.reshape(-1).to(torch.float64)
+    n_pos = labels.sum()
+    n_neg = labels.numel() - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = torch.argsort(scores)
+    s = scores[order]
+    new_run = torch.ones_like(s, dtype=torch.bool)
+    new_run[1:] = s[1:] != s[:-1]
+    ranks = _ranks_1based(s, new_run)
+    rank_sum = (ranks * labels[order]).sum()
+    return float((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def group_aucs(labels: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor):
+    """Per-group AUC: returns (group ids, auc per group (NaN if one class), samples per group)."""
+    labels = labels.reshape(-1).to(torch.float64)
+    scores = scores.reshape(-1).to(torch.float64)
+    groups = groups.reshape(-1)
+    uniq, g = torch.unique(groups, return_inverse=True)
+    n_groups = uniq.numel()
+    # sort by score, then stably by group: within each group the scores are ascending
+    order = torch.argsort(scores, stable=True)
+    order = order[torch.argsort(g[order], stable=True)]
+    gs, ss, ys = g[order], scores[order], labels[order]
+    new_group = torch.ones_like(gs, dtype=torch.bool)
+    new_group[1:] = gs[1:] != gs[:-1]
+    new_run = new_group.clone()
+    new_run[1:] |= ss[1:] != ss[:-1]
+    global_ranks = _ranks_1based(ss, new_run)
+    size = torch.bincount(gs, minlength=n_groups).to(torch.float64)
+    group_start = torch.cumsum(size, 0) - size
+    ranks = global_ranks - group_start[gs]  # rank within the group
+    n_pos = torch.zeros(n_groups, dtype=torch.float64, device=labels.device).index_add_(0, gs, ys)
+    rank_sum = torch.zeros_like(n_pos).index_add_(0, gs, ranks * ys)
+    n_neg = size - n_pos
+    valid = (n_pos > 0) & (n_neg > 0)
+    denom = torch.where(valid, n_pos * n_neg, torch.ones_like(n_pos))
+    aucs = torch.where(valid, (rank_sum - n_pos * (n_pos + 1) / 2) / denom,
+                       torch.full_like(n_pos, float("nan")))
+    return uniq, aucs, size
+
+
+def gauc(labels: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor,
+         weight: str = "samples") -> float:
+    """Group AUC (see the module docstring for the convention); NaN if no group has both classes."""
+    _, aucs, size = group_aucs(labels, scores, groups)
+    valid = ~torch.isnan(aucs)
+    if not bool(valid.any()):
+        return float("nan")
+    if weight == "samples":
+        w = size[valid]
+    elif weight == "uniform":
+        w = torch.ones_like(size[valid])
+    else:
+        raise ValueError("weight must be 'samples' or 'uniform'")
+    return float((aucs[valid] * w).sum() / w.sum())
+
+
+def log_loss(labels: torch.Tensor, probs: torch.Tensor, eps: float = 1e-7) -> float:
+    """Mean binary cross-entropy of probabilities clipped to [eps, 1 - eps]."""
+    y = labels.reshape(-1).to(torch.float64)
+    p = probs.reshape(-1).to(torch.float64).clamp(eps, 1 - eps)
+    return float(-(y * torch.log(p) + (1 - y) * torch.log1p(-p)).mean())
+
+
+def ctr_metrics(labels: torch.Tensor, logits: torch.Tensor,
+                groups: torch.Tensor | None = None) -> dict[str, float]:
+    """AUC, LogLoss (from logits, exact without clipping) and gAUC when groups are given."""
+    y = labels.reshape(-1).to(torch.float64)
+    z = logits.reshape(-1).to(torch.float64)
+    out = {
+        "auc": auc(y, z),
+        "logloss": float(torch.nn.functional.binary_cross_entropy_with_logits(z, y)),
+    }
+    if groups is not None:
+        out["gauc"] = gauc(y, z, groups)
+    out["n"] = int(y.numel())
+    return out

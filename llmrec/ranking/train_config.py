@@ -1,0 +1,43 @@
+"""``TrainConfig``: how a backbone is trained (the options of :class:`~llmrec.ranking.trainer.Trainer`).
+
+Kept apart from ``trainer.py`` only because that module imports torch: the CLI builds its
+``--help`` from this dataclass, and ``llmrec --help`` must not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from llmrec.config import option
+
+
+@dataclass
+class TrainConfig:
+    """How a backbone is trained."""
+
+    seed: int = option(0, help="seed for initialisation, batch order and dropout")
+    device: str = option("auto", help="auto (cuda if available), cpu, cuda or cuda:N")
+    batch_size: int = option(4096, help="global training batch size (split across DDP processes)")
+    eval_batch_size: int = option(65536, help="batch size for prediction")
+    epochs: int = option(20, help="maximum number of epochs")
+    lr: float = option(1e-3, help="Adam learning rate")
+    weight_decay: float = option(0.0, help="Adam L2 penalty on all parameters")
+    max_grad_norm: float | None = option(None, help="clip the gradient norm to this (null: no clip)")
+    patience: int = option(2, help="stop after this many epochs without a better validation AUC")
+    min_delta: float = option(1e-5, help="smallest AUC gain that counts as an improvement")
+    precision: Literal["auto", "bf16", "fp32"] = option(
+        "auto", help="auto = bf16 autocast on CUDA, fp32 on CPU")
+    compile: bool = option(False, help="wrap the training step in torch.compile")
+    compile_mode: str = option("default", help="torch.compile mode (default, reduce-overhead, "
+                                               "max-autotune-no-cudagraphs)")
+    fused_optimizer: bool = option(True, help="use the fused Adam kernel on CUDA")
+    checkpoint: bool = option(True, help="write a checkpoint after every epoch (for resume)")
+    resume: bool = option(False, help="continue from output_dir/checkpoint if it exists")
+    eval_test: bool = option(True, help="evaluate the best model on the test split at the end")
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.eval_batch_size < 1:
+            raise ValueError("batch sizes must be >= 1")
+        if self.epochs < 0 or self.patience < 1:
+            raise ValueError("epochs must be >= 0 and patience >= 1")
