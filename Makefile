@@ -37,6 +37,10 @@ demo: install
 	$(BIN)/llmrec data split ml-latest-small --out=$(DEMO_DIR)/split
 	@echo; echo "== one item =="
 	$(BIN)/llmrec data show ml-latest-small --table=items --id=1 --n=1
+	@echo; echo "== LLM knowledge for a few items and users (SmolLM2), cached and embedded (MiniLM) =="
+	$(BIN)/llmrec knowledge generate --entities=both --limit=6 --llm.max_new_tokens=160 --max_attempts=2 --split_path=$(DEMO_DIR)/split --cache_dir=$(DEMO_DIR)/knowledge
+	$(BIN)/llmrec knowledge embed --cache_dir=$(DEMO_DIR)/knowledge --out=$(DEMO_DIR)/embeddings
+	$(BIN)/llmrec knowledge show --cache_dir=$(DEMO_DIR)/knowledge --entity=item --id=2 --raw
 	@echo; echo "== train one CTR backbone (DCNv2) on the split, CPU =="
 	$(BIN)/llmrec rank train --config eval/ranking/demo.yaml --split_path=$(DEMO_DIR)/split --output_dir=$(DEMO_DIR)/rank
 

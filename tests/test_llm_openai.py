@@ -68,6 +68,9 @@ def _server(script: Script):
                     self._reply(500, {"error": "boom"})
                 elif action == "400":
                     self._reply(400, {"error": "bad request"})
+                elif action == "slow":
+                    time.sleep(0.3)
+                    self._reply(200, {"choices": [{"message": {"content": f"echo: {prompt}"}}]})
                 elif action == "hang":
                     time.sleep(1.5)  # longer than the client's timeout
                     self._reply(200, {"choices": [{"message": {"content": "late"}}]})
@@ -138,8 +141,9 @@ def test_timeouts_are_retried_and_failures_reported_not_raised(server, monkeypat
 
 def test_concurrency_is_bounded_and_order_kept(server, monkeypatch):
     script, url = server
-    b = _backend(url, monkeypatch, concurrency=3)
-    texts = [f"p{i}" for i in range(12)]
+    b = _backend(url, monkeypatch, concurrency=3, timeout=10)
+    texts = [f"slow{i}" for i in range(12)]
+    script.plan = {t: ["slow"] for t in texts}  # long enough to overlap on a busy machine
     out = b.generate([_conv(t) for t in texts])
     assert [g.text for g in out] == [f"echo: {t}" for t in texts]
     assert 1 < script.max_in_flight <= 3

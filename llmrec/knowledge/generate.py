@@ -372,11 +372,19 @@ def run_generate(cfg: GenerateConfig, backend=None, *, out=print) -> dict[str, A
             t_kind = time.time()
             try:
                 for chunk in _chunks(pending, cfg.flush_every):
-                    fresh = cache.done_keys()  # another writer may have finished some
-                    chunk = [e for e in chunk if e.key not in fresh]
+                    n_chunk = len(chunk)
+                    chunk = [e for e in chunk if e.key not in cache.done_keys()]
+                    totals.cached += n_chunk - len(chunk)  # finished by another writer meanwhile
                     mine = set(cache.claim(e.key for e in chunk))
                     totals.skipped_claimed += len(chunk) - len(mine)
-                    chunk = [e for e in chunk if e.key in mine]
+                    # Re-read after claiming: another writer releases its claims only once its
+                    # shard is in place, so a key whose claim was just released is visible as
+                    # done now; without this check it would be generated a second time.
+                    fresh = cache.done_keys()
+                    done_now = {k for k in mine if k in fresh}
+                    cache.release(done_now)
+                    totals.cached += len(done_now)
+                    chunk = [e for e in chunk if e.key in mine and e.key not in fresh]
                     if not chunk:
                         bar.update(0)
                         continue
