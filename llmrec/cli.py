@@ -23,6 +23,7 @@ from llmrec.errors import LlmrecError
 STAGE_CLIS = (
     "llmrec.envinfo",
     "llmrec.data.cli",
+    "llmrec.knowledge.cli",
     "llmrec.ranking.cli",
 )
 
