@@ -43,6 +43,8 @@ demo: install
 	$(BIN)/llmrec knowledge show --cache_dir=$(DEMO_DIR)/knowledge --entity=item --id=2 --raw
 	@echo; echo "== train one CTR backbone (DCNv2) on the split, CPU =="
 	$(BIN)/llmrec rank train --config eval/ranking/demo.yaml --split_path=$(DEMO_DIR)/split --output_dir=$(DEMO_DIR)/rank
+	@echo; echo "== none vs KAR vs KSER with the demo's knowledge (tiny coverage: other entities get zero vectors), CPU =="
+	for a in none kar kser; do $(BIN)/llmrec rank train --config eval/kser/demo.yaml --augment=$$a --split_path=$(DEMO_DIR)/split --knowledge.cache_dir=$(DEMO_DIR)/knowledge --output_dir=$(DEMO_DIR)/kser-$$a || exit 1; done
 
 test: install
 	@# pytest exits 5 when no test is collected (e.g. a PYTEST_ARGS filter matching nothing):

@@ -141,3 +141,9 @@ def register(subparsers) -> None:
         ("export", ExportConfig, _export, "write cached entries (deduplicated) to a Parquet file"),
     ):
         add_config_command(sub, name, cls, fn, help=help_text)
+
+    from llmrec.knowledge.explain import register_explain
+    from llmrec.knowledge.importer import register_import
+
+    register_import(sub)
+    register_explain(sub)

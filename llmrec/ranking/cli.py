@@ -29,6 +29,13 @@ def _train(cfg, args) -> int:
         return 0  # under torchrun, rank 0 reports
     print(f"{cfg.model}: best epoch {result['best_epoch']} of {result['epochs']}, "
           f"{result['samples_per_s'] or 0:,.0f} train samples/s on {result['device']}")
+    if result.get("augment"):
+        cov = ", ".join(f"{k} {c.get('test', 0):.0%}" for k, c in result["coverage"].items())
+        print(f"  knowledge: {result['augment']}, strategy {result['strategy']}, injected as "
+              f"{result['injection']}; test samples with knowledge: {cov} (the others get a "
+              f"zero knowledge vector)")
+        if "backbone_result" in result:
+            print(f"  frozen backbone alone: test {_fmt(result['backbone_result']['test'])}")
     print(f"  valid  {_fmt(result['valid'])}")
     if "test" in result:
         print(f"  test   {_fmt(result['test'])}")
@@ -53,7 +60,9 @@ def _features(cfg, args) -> int:
     if not cfg.features_path:
         raise ConfigError("rank features needs --features_path=DIR to write the encoded features to")
     fs = prepare_features(cfg)
-    print(json.dumps({"spec": fs.spec.to_dict(), "info": fs.info}, indent=2, default=str))
+    # the per-row entity ids (for knowledge lookups) would drown the summary
+    info = {k: v for k, v in fs.info.items() if k != "row_ids"}
+    print(json.dumps({"spec": fs.spec.to_dict(), "info": info}, indent=2, default=str))
     return 0
 
 

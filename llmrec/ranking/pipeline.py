@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from llmrec.config import option
 from llmrec.data.loaders import DataConfig
 from llmrec.data.splits import SplitConfig
 from llmrec.ranking.features import FeatureConfig
+from llmrec.ranking.knowledge.config import AugmentConfig
 from llmrec.ranking.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,14 @@ class RankConfig:
                                                  "{embed_dim: 32, hidden: [400, 400]}")
     train: TrainConfig = option(default_factory=TrainConfig, help="training settings")
     output_dir: str = option("runs/rank", help="folder for checkpoints, best weights, metrics")
+    augment: Literal["none", "kar", "kser"] = option(
+        "none", help="LLM knowledge: none, kar (KAR's hybrid-expert adaptor) or kser (filtering "
+                     "+ alignment); see docs/kser.md")
+    strategy: Literal["all", "extractor"] = option(
+        "all", help="all: train backbone and knowledge extractor together; extractor: train (or "
+                    "load) the backbone without knowledge, freeze it, train only the extractor")
+    knowledge: AugmentConfig = option(default_factory=AugmentConfig,
+                                      help="knowledge vectors and KAR / KSER settings")
 
     def __post_init__(self) -> None:
         from llmrec.ranking.registry import list_backbones
@@ -43,6 +52,9 @@ class RankConfig:
         if self.model.lower() not in list_backbones():
             raise ValueError(f"model: unknown backbone {self.model!r}; choose one of: "
                              f"{', '.join(list_backbones())}")
+        if self.strategy == "extractor" and self.augment == "none":
+            raise ValueError("strategy extractor trains a knowledge extractor: set augment to "
+                             "kar or kser")
 
 
 def prepare_features(cfg: RankConfig):
@@ -58,6 +70,10 @@ def prepare_features(cfg: RankConfig):
     data = load_data(cfg.data)
     split = Split.load(cfg.split_path) if cfg.split_path else make_split(data, cfg.split)
     fs = build_features(data, split, cfg.features)
+    # knowledge augmentation looks entities up by id; rows do not name them otherwise
+    from llmrec.ranking.knowledge.store import attach_row_ids
+
+    attach_row_ids(fs, data, split)
     fs.info["dataset"] = data.name
     fs.info["split_fingerprint"] = getattr(split, "fingerprint", "")
     if cfg.features_path:
@@ -76,6 +92,10 @@ def run_train(cfg: RankConfig, features=None) -> dict[str, Any]:
     if features is not None:
         # a shared FeatureSet may have been moved to another device by an earlier run
         fs = copy.copy(fs)
+    if cfg.augment != "none":
+        from llmrec.ranking.knowledge.augment import run_augmented_train
+
+        return run_augmented_train(cfg, fs)
     seed_everything(cfg.train.seed)
     model = build_backbone(cfg.model, copy.deepcopy(fs.spec), **cfg.model_args)
     trainer = Trainer(model, fs, cfg.train, output_dir=cfg.output_dir, run_config=cfg)

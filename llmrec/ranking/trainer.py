@@ -124,7 +124,9 @@ class Trainer:
                     (cfg.precision == "auto" and self.device.type == "cuda"))
         self.amp_dtype = torch.bfloat16 if use_bf16 else None
         fused = cfg.fused_optimizer and self.device.type == "cuda"
-        self.optimizer = torch.optim.Adam(self.module.parameters(), lr=cfg.lr,
+        # frozen parameters (extractor-only knowledge training) get no optimiser state at all
+        trainable = [p for p in self.module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=cfg.lr,
                                           weight_decay=cfg.weight_decay, fused=fused or None)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(cfg.seed)
@@ -161,7 +163,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_([p for p in self.module.parameters() if p.requires_grad],
+                                           self.cfg.max_grad_norm)
         self.optimizer.step()
         return loss.detach()
 

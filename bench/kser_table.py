@@ -1,0 +1,184 @@
+"""Render the KSER results (bench/results/kser_*.jsonl) as the markdown blocks of docs/kser.md.
+
+    python bench/kser_table.py            # rewrite the generated blocks of docs/kser.md
+    python bench/kser_table.py --print    # print them instead
+
+Each block sits between ``<!-- BEGIN name -->`` and ``<!-- END name -->``; the rest of the
+document is left alone. Quality tables use the per-seed cells of the most recent run in each file
+(mean +- sample std over the seeds that finished, with their number), so a run cut short still
+shows exactly what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import ranking_records as rr  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "kser.md"
+RESULTS = ROOT / "bench" / "results"
+VARIANTS = [("none", "none"), ("kar", "KAR"), ("kser", "KSER all-params"),
+            ("kser_extractor", "KSER extractor-only"), ("kser_no_esfnet", "KSER w/o ESFNet"),
+            ("kser_no_align", "KSER w/o alignment")]
+MODELS = [("din", "DIN"), ("dcnv2", "DCNv2"), ("deepfm", "DeepFM"), ("autoint", "AutoInt"),
+          ("dnn", "DNN"), ("dcn", "DCN"), ("xdeepfm", "xDeepFM"), ("fibinet", "FiBiNET"),
+          ("fignn", "FiGNN"), ("dien", "DIEN"), ("finalmlp", "FinalMLP"), ("gdcn", "GDCN")]
+
+
+def _cells(path: Path):
+    recs = [r for r in rr.read(path) if r.get("seed") is not None and r.get("value") is not None
+            and r.get("variant")]
+    if not recs:
+        return None, {}
+    last = max(r["date"] for r in recs)
+    recs = [r for r in recs if r["date"] == last]
+    cells: dict[tuple[str, str, str], dict[int, float]] = {}
+    for r in recs:
+        cells.setdefault((r["model"], r["variant"], r["metric"]), {})[r["seed"]] = r["value"]
+    return recs[0], cells
+
+
+def _fmt(values: dict[int, float]) -> str:
+    if not values:
+        return "-"
+    v = list(values.values())
+    sd = statistics.stdev(v) if len(v) > 1 else 0.0
+    return f"{statistics.fmean(v):.4f} ± {sd:.4f} ({len(v)})"
+
+
+def quality_tables(path: Path) -> str:
+    any_rec, cells = _cells(path)
+    if any_rec is None:
+        return f"_no results in {path.name} yet_"
+    models = [(m, n) for m, n in MODELS if any(k[0] == m for k in cells)]
+    out = []
+    for metric, title in (("auc", "test AUC"), ("logloss", "test LogLoss")):
+        out.append(f"**{title}** (mean ± std over seeds, number of seeds in brackets)\n")
+        out.append("| model | " + " | ".join(n for _, n in VARIANTS) + " |")
+        out.append("|---" * (len(VARIANTS) + 1) + "|")
+        for m, name in models:
+            out.append(f"| {name} | " + " | ".join(_fmt(cells.get((m, v, metric), {}))
+                                                     for v, _ in VARIANTS) + " |")
+        out.append("")
+    # paired differences: same backbone, same seed, so the seed's shared noise cancels
+    out.append("**AUC differences, paired by seed** (mean over the seeds both variants finished)\n")
+    pairs = [("kar", "none"), ("kser", "none"), ("kser", "kar"), ("kser_extractor", "none"),
+             ("kser", "kser_no_esfnet"), ("kser", "kser_no_align")]
+    names = dict(VARIANTS)
+    out.append("| model | " + " | ".join(f"{names[a]} − {names[b]}" for a, b in pairs) + " |")
+    out.append("|---" * (len(pairs) + 1) + "|")
+    for m, name in models:
+        row = []
+        for a, b in pairs:
+            va, vb = cells.get((m, a, "auc"), {}), cells.get((m, b, "auc"), {})
+            common = sorted(set(va) & set(vb))
+            if not common:
+                row.append("-")
+                continue
+            d = [va[s] - vb[s] for s in common]
+            row.append(f"{statistics.fmean(d):+.4f} ({len(common)})")
+        out.append(f"| {name} | " + " | ".join(row) + " |")
+    pop = [r for r in rr.read(path) if r.get("model") == "popularity" and r["metric"] == "auc"]
+    out.append("")
+    cfg = any_rec.get("config", {})
+    tr = cfg.get("train", {})
+    out.append(f"Device: {any_rec['device']}; commit `{any_rec['commit']}`; {any_rec['date']}; "
+               f"torch {any_rec['versions'].get('torch')}. Dataset: {any_rec['dataset']}, split "
+               f"{any_rec['split']}; batch {tr.get('batch_size')}, lr {tr.get('lr')}, up to "
+               f"{tr.get('epochs')} epochs, patience {tr.get('patience')}"
+               + (f"; popularity AUC {pop[-1]['value']:.4f}" if pop else "") + ".")
+    return "\n".join(out)
+
+
+def _clip(t: str, n: int = 90) -> str:
+    t = " ".join(str(t).split()).replace("|", "/")
+    return t if len(t) <= n else t[: n - 3] + "..."
+
+
+def explain_block(path: Path) -> str:
+    recs = rr.read(path)
+    if not recs:
+        return f"_no results in {path.name} yet_"
+    out = []
+    for dataset in dict.fromkeys(r["dataset"] for r in recs):
+        out.append(f"**{dataset}** (KSER all-parameters, DIN, seed 0)\n")
+        out.append("| entity | fields by weight β | most weighted chunks (share) | least weighted "
+                   "chunks (share) |")
+        out.append("|---|---|---|---|")
+        for r in recs:
+            if r["dataset"] != dataset:
+                continue
+            e = r["explanation"]
+            if "error" in e:
+                out.append(f"| {e['entity']} {e['id']} | {_clip(e['error'])} | | |")
+                continue
+            fields = ", ".join(f"{f['field']} {f['beta']:.2f}" for f in e["fields"])
+            top = "<br>".join(f"[{c['field']}] {_clip(c['text'], 70)} ({c['share']:.2f})"
+                              for c in e["top"][:2])
+            bottom = "<br>".join(f"[{c['field']}] {_clip(c['text'], 70)} ({c['share']:.2f})"
+                                 for c in e["bottom"][:2])
+            out.append(f"| {e['entity']} {e['id']} | {fields} | {top} | {bottom} |")
+        out.append("")
+    return "\n".join(out).rstrip()
+
+
+def generation_block(path: Path) -> str:
+    recs = rr.read(path)
+    if not recs:
+        return f"_no results in {path.name} yet_"
+    runs: dict[tuple, dict] = {}
+    for r in recs:
+        runs.setdefault((r["dataset"], r["entities"], r["date"]), {})[r["metric"]] = r["value"]
+    out = ["| dataset | entities | generated | all fields parsed | some fields | unparsed (raw) "
+           "| seconds | generated tokens/s |", "|---|---|---|---|---|---|---|---|"]
+    for (dataset, ent, _), m in runs.items():
+        out.append(f"| {dataset} | {ent} | {m['entities_generated']:,} | {m['ok']:,} | "
+                   f"{m['partial']:,} | {m['raw']:,} | {m['seconds']:.0f} | "
+                   f"{m['completion_tokens_per_s']:,.0f} |")
+    r = recs[0]
+    out.append("")
+    out.append(f"Device: {r['device']}; model {r['model']}; hf backend, greedy, repetition "
+               f"penalty 1.1, at most 320 new tokens, up to 3 attempts (answer, repair, "
+               f"resample), batch 512; {r['date']}.")
+    return "\n".join(out)
+
+
+def render() -> dict[str, str]:
+    return {"kser-ml1m": quality_tables(RESULTS / "kser_ml1m.jsonl"),
+            "kser-ml-latest-small": quality_tables(RESULTS / "kser_ml-latest-small.jsonl"),
+            "kser-explain": explain_block(RESULTS / "kser_explain.jsonl"),
+            "kser-generation": generation_block(RESULTS / "kser_knowledge_generation.jsonl")}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--print", action="store_true", help="print the blocks, do not edit the doc")
+    args = ap.parse_args(argv)
+    blocks = render()
+    if args.print:
+        for name, body in blocks.items():
+            print(f"<!-- {name} -->\n{body}\n")
+        return 0
+    text = DOC.read_text()
+    for name, body in blocks.items():
+        n = re.escape(name)
+        pat = re.compile(rf"(<!-- BEGIN {n} -->\n)(?:.*?\n)?(<!-- END {n} -->)", re.S)
+        if not pat.search(text):
+            print(f"warning: no block {name!r} in {DOC}", file=sys.stderr)
+            continue
+        text = pat.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
+    DOC.write_text(text)
+    print(f"updated {DOC}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
