@@ -25,6 +25,7 @@ STAGE_CLIS = (
     "llmrec.data.cli",
     "llmrec.knowledge.cli",
     "llmrec.ranking.cli",
+    "llmrec.synth.cli",
     "llmrec.crs.cli",
 )
 
