@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LoraSFTConfig:
-    """LoRA + SFT hyper-parameters of the query model."""
+    """LoRA + SFT hyper-parameters."""
 
     r: int = option(8, help="LoRA rank")
     alpha: int = option(16, help="LoRA alpha (the update is scaled by alpha / r)")
@@ -57,7 +57,7 @@ def is_trl_available() -> bool:
 def require_trl() -> None:
     if not is_trl_available():
         raise MissingDependencyError(
-            "LoRA fine-tuning of the query model needs trl and peft; install them with "
+            "LoRA fine-tuning needs trl and peft; install them with "
             "`pip install trl peft` (both are llmrec dependencies)")
 
 
