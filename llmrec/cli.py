@@ -27,6 +27,7 @@ STAGE_CLIS = (
     "llmrec.ranking.cli",
     "llmrec.synth.cli",
     "llmrec.crs.cli",
+    "llmrec.finetune.cli",
 )
 
 log = logging.getLogger("llmrec")

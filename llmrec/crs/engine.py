@@ -450,7 +450,19 @@ class Engine:
                 base.append(agent.messages(history[id(d)], view, left))
                 seeds.append(call_seed(cfg.seed, d.task.task_id, d.round + 1, "agent", step))
                 lefts.append(left)
-            if cfg.agent.decoding == "structured":
+            act = getattr(self.backends["agent"], "act", None)
+            if act is not None:
+                # a policy agent (e.g. the scripted expert of SGPT) sees the dialogue as the LLM
+                # agent would, as data: its turns so far, this turn's searches, the search budget
+                views = [{"history": [dict(h) for h in history[id(d)]],
+                          "searches": [{"query": s["query"], "results": list(s["results"])}
+                                       for s in turns[id(d)]["searches"]],
+                          "searches_left": left, "round": d.round + 1}
+                         for d, left in zip(active, lefts)]
+                self.calls.add("agent_act", len(views))
+                raws = [str(r).strip() for r in act(views)]
+                gens = [None] * len(raws)
+            elif cfg.agent.decoding == "structured":
                 kinds = [agent.allowed_kinds(left) for left in lefts]
                 picks = self._choose("agent", [agent.choice_messages(b, k)
                                                for b, k in zip(base, kinds)],
@@ -468,13 +480,13 @@ class Engine:
                 step_rec: dict[str, Any] = {"output": raw}
                 if cfg.save_prompts:
                     step_rec["prompt"] = conv
-                if cfg.agent.decoding == "structured":
+                if cfg.agent.decoding == "structured" and act is None:
                     step_rec["kind"] = chosen[i]
                     step_rec["argument_output"] = gens[i].text
                 t["steps"].append(step_rec)
                 t["raw"] = raw
                 gen = gens[i]
-                if gen.finish_reason == "error":
+                if gen is not None and gen.finish_reason == "error":
                     # the backend gave up on this request (HTTP errors after retries): recorded
                     # as a failed turn that names the cause, not as an unparseable reply
                     t.update(error=f"backend error: {gen.error}", text=raw, action_text=raw)

@@ -52,17 +52,18 @@ class Prompt:
         return out
 
 
-def load_prompt(name_or_path: str, required: tuple[str, ...] = ()) -> Prompt:
-    """Load ``prompts/crs/<name>.jinja`` or a template file, checking ``required`` blocks exist."""
+def load_prompt(name_or_path: str, required: tuple[str, ...] = (), folder: str = "crs") -> Prompt:
+    """Load ``prompts/<folder>/<name>.jinja`` or a template file, checking ``required`` blocks
+    exist."""
     import jinja2
 
     p = Path(name_or_path).expanduser()
     if not p.is_file():
-        p = prompts_root() / "crs" / f"{name_or_path}.jinja"
+        p = prompts_root() / folder / f"{name_or_path}.jinja"
     if not p.is_file():
-        have = sorted(q.stem for q in (prompts_root() / "crs").glob("*.jinja"))
+        have = sorted(q.stem for q in (prompts_root() / folder).glob("*.jinja"))
         raise ConfigError(f"no prompt template {name_or_path!r}: not a file and not one of "
-                          f"{', '.join(have) or '(none found)'} in {prompts_root() / 'crs'}")
+                          f"{', '.join(have) or '(none found)'} in {prompts_root() / folder}")
     source = p.read_bytes()
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True, autoescape=False, keep_trailing_newline=False)

@@ -327,6 +327,12 @@ def load_catalog_and_tasks(cfg: TaskConfig, catalog_cfg=None) -> tuple[Catalog, 
     data = load_data(cfg.data)
     cat_data = load_data(cfg.catalog_data) if cfg.catalog_data is not None else data
     catalog = Catalog.from_recdata(cat_data, catalog_cfg)
+    return catalog, build_tasks(data, catalog, cfg)
+
+
+def build_tasks(data, catalog: Catalog, cfg: TaskConfig) -> list[Task]:
+    """The first ``n_tasks`` tasks of ``data`` over ``catalog`` in a seeded order (several task
+    sets, e.g. training and held-out users, can share one catalog)."""
     if cfg.domain == "movielens":
         if not data.has("interactions"):
             raise DataError(f"domain movielens needs ratings, but dataset {data.name!r} has no "
@@ -345,6 +351,6 @@ def load_catalog_and_tasks(cfg: TaskConfig, catalog_cfg=None) -> tuple[Catalog, 
         if len(tasks) < cfg.n_tasks:
             log.warning("only %d tasks qualify (asked for %d)", len(tasks), cfg.n_tasks)
         tasks = tasks[:cfg.n_tasks]
-    log.info("%d tasks from %s; catalog of %d items from %s", len(tasks), data.name,
-             len(catalog), cat_data.name)
-    return catalog, tasks
+    log.info("%d tasks from %s (%s users); catalog of %d items", len(tasks), data.name,
+             "+".join(cfg.user_splits) if cfg.domain == "movielens" else "test", len(catalog))
+    return tasks

@@ -1,12 +1,13 @@
-"""The one module that talks to trl and peft: LoRA supervised fine-tuning of a chat LLM.
+"""The one module that talks to trl and peft: LoRA SFT and LoRA DPO of a chat LLM.
 
 trl's trainer API moves fast (argument names, dataset formats and defaults changed across the
 0.x and 1.x series); keeping every call in this file means a version bump touches one place.
 Written against trl 1.16 / peft 0.21 / transformers 5.
 
-The training rows are conversational prompt-completion pairs,
+SFT rows are conversational prompt-completion pairs,
 ``{"prompt": [messages...], "completion": [{"role": "assistant", "content": ...}]}``, for which
-``SFTTrainer`` computes the loss on the completion tokens only. The LoRA adapter is merged into
+``SFTTrainer`` computes the loss on the completion tokens only; DPO rows are conversational
+preference pairs (``prompt``, ``chosen``, ``rejected``) for ``DPOTrainer``. The LoRA adapter is merged into
 the base weights and the merged model saved as an ordinary transformers folder, so any LLM backend
 (``llmrec.llm``) loads the tuned model by path; the adapter is saved beside it under ``adapter/``.
 """
@@ -135,6 +136,7 @@ def sft_lora(base_model: str | Path, rows: Sequence[dict[str, Any]], out: str | 
         with torch.enable_grad():
             result = trainer.train()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+        lengths = [len(x) for x in trainer.train_dataset["input_ids"]]
         trainer.model.save_pretrained(str(out / "adapter"))
         merged = trainer.model.merge_and_unload()
     merged.save_pretrained(str(out))
@@ -145,5 +147,163 @@ def sft_lora(base_model: str | Path, rows: Sequence[dict[str, Any]], out: str | 
             "train_loss": float(result.training_loss),
             "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None,
+            "curve": _curve(trainer.state.log_history),
+            **_throughput(lengths, result, cfg),
             "trainable_parameters": int(trainable),
             "versions": package_versions(("trl", "peft", "transformers", "torch"))}
+
+
+def _curve(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The logged training steps (loss and, for DPO, the reward statistics), one dict a step."""
+    keep = ("step", "epoch", "loss", "learning_rate", "rewards/accuracies", "rewards/margins",
+            "rewards/chosen", "rewards/rejected")
+    return [{k: h[k] for k in keep if k in h} for h in history if "loss" in h]
+
+
+def _throughput(lengths: list[int], result: Any, cfg: Any) -> dict[str, Any]:
+    """Training tokens per second: tokens of the rows the optimiser saw (no padding counted),
+    over the trainer's own runtime (which excludes model loading and tokenisation)."""
+    runtime = float(result.metrics.get("train_runtime") or 0.0)
+    if not lengths or runtime <= 0:
+        return {"train_seconds": runtime, "tokens_seen": 0, "tokens_per_second": None}
+    rows_seen = int(result.global_step) * cfg.batch_size * cfg.grad_accum
+    mean_len = sum(lengths) / len(lengths)
+    tokens = int(round(mean_len * rows_seen))
+    return {"train_seconds": round(runtime, 3), "tokens_seen": tokens,
+            "tokens_per_second": round(tokens / runtime, 1)}
+
+
+@dataclass
+class LoraDPOConfig:
+    """DPO with a new LoRA adapter (defaults: the ECPO paper's settings)."""
+
+    r: int = option(8, help="LoRA rank of the new adapter")
+    alpha: int = option(16, help="LoRA alpha (the update is scaled by alpha / r)")
+    dropout: float = option(0.05, help="dropout on the LoRA branch")
+    target_modules: list[str] = option(
+        ["q_proj", "k_proj", "v_proj", "o_proj"],
+        help="module names that get LoRA adapters (Llama attention projections by default)")
+    beta: float = option(0.1, help="DPO beta (strength of the pull towards the reference)")
+    loss_type: str = option("sigmoid", help="trl DPO loss type (sigmoid = the DPO paper's loss)")
+    learning_rate: float = option(5e-7, help="peak learning rate (paper: 1e-6 .. 5e-7)")
+    epochs: float = option(3.0, help="passes over the preference pairs")
+    max_steps: int = option(-1, help="stop after this many optimiser steps (-1: epochs decide)")
+    batch_size: int = option(8, help="pairs per device batch")
+    grad_accum: int = option(4, help="batches per optimiser step (8 x 4 = the paper's 32)")
+    max_length: int = option(1024, help="token limit of prompt + response; longer pairs are "
+                                        "dropped before training, never cut")
+    seed: int = option(0, help="seed of LoRA initialisation and data order")
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or self.batch_size < 1 or self.grad_accum < 1:
+            raise ValueError("r, batch_size and grad_accum must be >= 1")
+        if self.beta <= 0:
+            raise ValueError("beta must be > 0")
+
+
+def dpo_lora(model_path: str | Path, pairs: Sequence[dict[str, Any]], out: str | Path,
+             cfg: LoraDPOConfig, *, quiet: bool | None = None) -> dict[str, Any]:
+    """DPO of a new LoRA adapter on top of ``model_path``; save the merged model into ``out``.
+
+    ``pairs`` are conversational preference rows ``{"prompt": [messages...], "chosen":
+    [{"role": "assistant", ...}], "rejected": [...]}``. The reference model is ``model_path``
+    itself (trl evaluates it with the new adapter switched off), so when ``model_path`` is the
+    SFT model, the reference is base + SFT adapter, as ECPO prescribes. The new adapter is saved
+    under ``out/adapter`` (``PeftModel.from_pretrained(<model_path model>, out/adapter)``) and the
+    merged model in ``out`` (any backend loads it by path).
+    """
+    require_trl()
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
+    from trl import DPOConfig, DPOTrainer
+
+    from llmrec.artifacts import package_versions
+    from llmrec.progress import progress_enabled
+
+    if not pairs:
+        raise ValueError("no preference pairs to train on")
+    out = Path(out)
+    set_seed(cfg.seed)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_path))
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32)
+    dataset = Dataset.from_list([{"prompt": p["prompt"], "chosen": p["chosen"],
+                                  "rejected": p["rejected"]} for p in pairs])
+    use_cuda = torch.cuda.is_available()
+    with tempfile.TemporaryDirectory(prefix="llmrec-dpo-") as work:
+        names = {f.name for f in dataclasses.fields(DPOConfig)}
+        no_ckpt = ({"activation_checkpointing": False} if "activation_checkpointing" in names
+                   else {"gradient_checkpointing": False})
+        args = DPOConfig(
+            **no_ckpt,
+            output_dir=work,
+            beta=cfg.beta,
+            loss_type=[cfg.loss_type],
+            num_train_epochs=cfg.epochs,
+            max_steps=cfg.max_steps,
+            per_device_train_batch_size=cfg.batch_size,
+            gradient_accumulation_steps=cfg.grad_accum,
+            learning_rate=cfg.learning_rate,
+            lr_scheduler_type="linear",
+            warmup_steps=0.1,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            bf16=bool(use_cuda and torch.cuda.is_bf16_supported()),
+            fp16=False,
+            use_cpu=not use_cuda,
+            max_length=None,  # over-long pairs were dropped by the caller: nothing is cut
+            seed=cfg.seed,
+            data_seed=cfg.seed,
+            dataloader_num_workers=0,
+            disable_tqdm=not progress_enabled() if quiet is None else quiet,
+        )
+        peft_config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
+                                 target_modules=list(cfg.target_modules), bias="none",
+                                 task_type="CAUSAL_LM")
+        trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=dataset,
+                             processing_class=tokenizer, peft_config=peft_config)
+        trainer.remove_callback(PrinterCallback)
+        trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+        with torch.enable_grad():
+            result = trainer.train()
+        ds = trainer.train_dataset
+        # each pair is two forward sequences (prompt + chosen, prompt + rejected)
+        lengths = [2 * len(p) + len(c) + len(r) for p, c, r in
+                   zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"])]
+        history = trainer.state.log_history
+        trainer.model.save_pretrained(str(out / "adapter"))
+        merged = trainer.model.merge_and_unload()
+    merged.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    curve = _curve(history)
+    return {"pairs": len(pairs), "steps": int(result.global_step),
+            "train_loss": float(result.training_loss),
+            "first_loss": curve[0]["loss"] if curve else None,
+            "last_loss": curve[-1]["loss"] if curve else None,
+            "last_reward_accuracy": curve[-1].get("rewards/accuracies") if curve else None,
+            "curve": curve, **_throughput(lengths, result, cfg),
+            "trainable_parameters": int(trainable),
+            "versions": package_versions(("trl", "peft", "transformers", "torch"))}
+
+
+def count_tokens(model_path: str | Path, rows: Sequence[dict[str, Any]], keys: Sequence[str]
+                 ) -> list[int]:
+    """Chat-template token counts of each row's ``prompt`` followed by each message list in
+    ``keys`` (the longest of them): what a trainer would see, to drop rows before training."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(model_path))
+    out = []
+    for r in rows:
+        longest = 0
+        for k in keys:
+            ids = tok.apply_chat_template(list(r["prompt"]) + list(r[k]), tokenize=True)
+            if isinstance(ids, dict) or hasattr(ids, "keys"):
+                ids = ids["input_ids"]
+            longest = max(longest, len(ids))
+        out.append(longest)
+    return out
