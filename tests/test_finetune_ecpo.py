@@ -116,6 +116,16 @@ def test_check_rewrite(original, rewrite, kind, why):
     assert (got is None) if why is None else got.startswith(why)
 
 
+def test_check_rewrite_wants_catalog_titles_in_recommendations():
+    known = {"A (1990)", "B (1991)"}.__contains__
+    assert check_rewrite("Recommend[A (1990)]", "Recommend[A (1990); B (1991)]", "Recommend",
+                         known_title=known) is None
+    # prose inside the brackets parses as one "title", but it is not a recommendation
+    why = check_rewrite("Recommend[A (1990)]", "Recommend[This answer offers more context]",
+                        "Recommend", known_title=known)
+    assert why.startswith("recommends titles not in the catalog")
+
+
 @pytest.fixture(scope="module")
 def tiny_llm(tmp_path_factory):
     pytest.importorskip("trl")

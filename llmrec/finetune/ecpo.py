@@ -34,7 +34,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 from llmrec.config import option, to_dict
 from llmrec.crs.actions import parse_action
@@ -89,6 +89,8 @@ class RewriteConfig:
                          "action kind; free: it writes the whole action Kind[...]")
     keep_kind: bool = option(True, help="free mode: keep a rewrite only if its action kind is "
                                         "the original's (the strategy is kept)")
+    catalog_titles: bool = option(True, help="keep a Recommend rewrite only if every title it "
+                                             "names is a catalog title")
     attempts: int = option(2, help="rewrites sampled per turn; the first valid one is kept")
     max_new_tokens: int = option(48, help="tokens per rewrite")
     history_turns: int = option(6, help="dialogue turns shown to the rewriter")
@@ -219,9 +221,11 @@ def rewrite_candidates(turns: Sequence[dict[str, Any]], lam: int) -> list[dict[s
 
 
 def check_rewrite(original: str, rewrite: str, kind: str, keep_kind: bool = True,
-                  max_titles: int = 5) -> str | None:
+                  max_titles: int = 5, known_title: Callable[[str], bool] | None = None
+                  ) -> str | None:
     """Why a rewrite is rejected (None: kept): it must parse as one action, be user-visible, keep
-    the kind when asked, and differ from the original."""
+    the kind when asked, name only catalog titles when it recommends (``known_title``), and
+    differ from the original."""
     p = parse_action(rewrite, max_titles=max_titles)
     if not p.ok:
         return f"invalid action: {p.error}"
@@ -229,6 +233,10 @@ def check_rewrite(original: str, rewrite: str, kind: str, keep_kind: bool = True
         return "not a user-visible action"
     if keep_kind and p.action.kind != kind:
         return f"changed the action kind ({kind} -> {p.action.kind})"
+    if known_title is not None and p.action.kind == "Recommend":
+        unknown = [t for t in p.action.titles if not known_title(t)]
+        if unknown:
+            return f"recommends titles not in the catalog: {unknown[0][:60]!r}"
     o = parse_action(original, max_titles=max_titles)
     norm = " ".join(p.action.render().lower().split())
     if o.ok and norm == " ".join(o.action.render().lower().split()):
@@ -480,6 +488,12 @@ class Ecpo:
         sampling = rw.llm.sampling(max_new_tokens=rw.max_new_tokens)
         pairs_dir = self.out / "pairs"
         stats_all = {}
+        catalog = self.ctx.catalog
+
+        def known(title: str) -> bool:
+            return catalog.resolve(title) is not None
+
+        known = known if rw.catalog_titles else None  # type: ignore[assignment]
         for variant in self.variants():
             with_reason = variant == "ec"
             fp = _hash({"candidates": cands, "rewrite": to_dict(rw), "prompt": prompt.hash,
@@ -508,7 +522,7 @@ class Ecpo:
                     new = f"{c['kind']}[{text}]" if rw.mode == "argument" else text
                     why = check_rewrite(c["response"], new, c["kind"],
                                         keep_kind=rw.keep_kind or rw.mode == "argument",
-                                        max_titles=cfg.agent.max_titles)
+                                        max_titles=cfg.agent.max_titles, known_title=known)
                     if why is None:
                         kept[i] = {"prompt": c["context"],
                                    "chosen": [{"role": "assistant", "content": new}],
