@@ -10,6 +10,15 @@ demand, content-addressed); then every (variant, backbone, seed) run is a job fo
 worker processes that share one GPU (CTR steps are launch-bound, so several processes keep it
 busy). Extractor-only runs reuse the ``none`` run of the same backbone and seed as their frozen
 backbone, so they start after it. ``bench/kser_table.py`` renders the file into docs/kser.md.
+
+Completing a table: ``--skip-existing bench/results/kser_ml1m.jsonl`` runs only the (variant,
+backbone, seed) cells that file lacks *with the same settings* (``kser_table.settings_key``: the
+exact config less seed, backbone and temporary paths); it stops before any training if the file
+has cells of this dataset but none with these settings (a changed flag would otherwise silently
+start a new table). An extractor-only cell whose ``none`` cell is already recorded trains its
+frozen backbone inside the job (``run_train`` does, with the same seed), kept as
+``backbone_result``. ``--order model`` queues backbone by backbone in ``--models`` order, so a
+run cut short by ``--time-limit`` completes the first backbones first.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import ranking_records as rr  # noqa: E402
+from kser_table import settings_key  # noqa: E402
 
 from llmrec.config import load_config, to_dict  # noqa: E402
 
@@ -81,8 +91,45 @@ def make_cfg(base, variant: str, model: str, seed: int, out_dir: Path, none_dirs
     for k, v in overrides.items():
         setattr(cfg.knowledge, k, v)
     if strategy == "extractor":
-        cfg.knowledge.backbone_path = none_dirs[(model, seed)]
+        # None: no none run of this seed here (already recorded): run_train trains the backbone
+        cfg.knowledge.backbone_path = none_dirs.get((model, seed))
     return cfg
+
+
+def existing_cells(path: str, common: dict, benchmark: str, jobs: list[dict], log) -> dict:
+    """(variant, model, seed) -> {metric: value} of the jobs that ``path`` already records with
+    the same settings. Exits if the file has cells of this dataset but none with these settings."""
+    recs = [r for r in rr.read(path) if r.get("seed") is not None and r.get("value") is not None
+            and r.get("variant") and r.get("dataset") == common["dataset"]]
+    if not recs:
+        log.info("--skip-existing: no cells of %s in %s", common["dataset"], path)
+        return {}
+    want = {}
+    for job in jobs:
+        probe = {"benchmark": benchmark, "config": to_dict(job["cfg"]), **common}
+        want[(job["variant"], job["model"], job["seed"])] = settings_key(probe)
+    found: dict[tuple, dict] = {}
+    for r in recs:
+        key = (r["variant"], r["model"], r["seed"])
+        if key in want and settings_key(r) == want[key]:
+            found.setdefault(key, {})[r["metric"]] = r["value"]
+    found = {k: v for k, v in found.items() if set(METRICS) <= set(v)}
+    if not found:
+        import difflib
+        import json
+
+        r = recs[-1]
+        key = (r["variant"], r["model"], r["seed"])
+        mine = want.get(key) or next(iter(want.values()))
+        diff = difflib.unified_diff(json.dumps(json.loads(settings_key(r)), indent=1).splitlines(),
+                                    json.dumps(json.loads(mine), indent=1).splitlines(),
+                                    "recorded", "this run", lineterm="", n=0)
+        log.error("--skip-existing: %s has %d cells of %s, none with this run's settings:\n%s",
+                  path, len(recs), common["dataset"], "\n".join(diff))
+        raise SystemExit(4)
+    log.info("--skip-existing: %d of %d cells already in %s with the same settings",
+             len(found), len(jobs), path)
+    return found
 
 
 def step_time_ms(base, fs, tables, model: str, steps: int = 20) -> float:
@@ -156,6 +203,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="before the pool starts, time a few KSER training steps of the first "
                          "backbone and stop if one takes longer than this (saves device time)")
     ap.add_argument("--explain-users", default="", help="user ids to explain likewise")
+    ap.add_argument("--skip-existing", default=None, metavar="JSONL",
+                    help="run only the cells this file lacks with the same settings "
+                         "(resume or complete a table; see the module docstring)")
+    ap.add_argument("--order", choices=("seed", "model"), default="seed",
+                    help="queue seed by seed (default) or backbone by backbone (--models order)")
     args, overrides = ap.parse_known_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("kser_quality")
@@ -191,6 +243,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.condition:
         common["condition"] = args.condition
     pop = evaluate_popularity(fs)
+    if args.skip_existing:  # same split and features: the popularity baseline must agree
+        old = [r["value"] for r in rr.read(args.skip_existing) if r.get("model") == "popularity"
+               and r.get("metric") == "auc" and r.get("dataset") == dataset]
+        if old and abs(old[-1] - pop["test"]["auc"]) > 1e-6:
+            log.warning("popularity AUC %.6f differs from the recorded %.6f: a different split "
+                        "or features?", pop["test"]["auc"], old[-1])
+        elif old:
+            log.info("popularity AUC %.6f as recorded", pop["test"]["auc"])
     records = [rr.record(args.benchmark, m, pop["test"][m], "", env, model="popularity",
                          augment="none", strategy="-", variant="popularity", seed=None, **common)
                for m in METRICS]
@@ -202,10 +262,26 @@ def main(argv: list[str] | None = None) -> int:
     if "kser_extractor" in variants and "none" not in variants:
         raise SystemExit("kser_extractor reuses the none runs as frozen backbones: include none")
     none_dirs = {(m, s): str(work / f"none-{m}-{s}") for m in models for s in seeds}
-    # seed-major order, so a run cut short by --time-limit still has every variant for its first
-    # seeds; an extractor-only job is queued (first) as soon as its frozen backbone exists
-    queue = [{"variant": v, "model": m, "seed": s, "cfg": make_cfg(base, v, m, s, work, none_dirs)}
-             for s in seeds for m in models for v in variants if v != "kser_extractor"]
+    # seed-major order (default), so a run cut short by --time-limit still has every variant for
+    # its first seeds; an extractor-only job is queued (first) as soon as its frozen backbone exists
+    order = ([(s, m) for s in seeds for m in models] if args.order == "seed"
+             else [(s, m) for m in models for s in seeds])
+    cells = [{"variant": v, "model": m, "seed": s, "cfg": make_cfg(base, v, m, s, work, none_dirs)}
+             for s, m in order for v in variants]
+    existing = (existing_cells(args.skip_existing, common, args.benchmark, cells, log)
+                if args.skip_existing else {})
+    todo = {(c["variant"], c["model"], c["seed"]) for c in cells} - set(existing)
+    queue = []
+    for c in cells:
+        key = (c["variant"], c["model"], c["seed"])
+        if key not in todo:
+            continue
+        if c["variant"] == "kser_extractor":
+            if ("none", c["model"], c["seed"]) in todo:
+                continue  # queued when its none run finishes
+            c["cfg"] = make_cfg(base, "kser_extractor", c["model"], c["seed"], work, {})
+        queue.append(c)
+    log.info("%d cells to run (%d already recorded)", len(todo), len(existing))
     results: dict[tuple, dict] = {}
 
     def record_job(r: dict) -> None:
@@ -226,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
                           epochs=res["epochs"], valid_auc=res["valid"]["auc"],
                           wall_seconds=round(r["wall"], 2), n_parameters=res.get("n_parameters"),
                           n_trainable=res.get("n_trainable"), coverage=res.get("coverage"),
-                          config=conf, **keys) for m in METRICS]
+                          backbone_result=res.get("backbone_result"), config=conf, **keys)
+                for m in METRICS]
         rr.append(args.out, recs)
         log.info("%-15s %-8s seed %d: test AUC %.5f LogLoss %.5f (epoch %d/%d, %.1fs)",
                  r["variant"], r["model"], r["seed"], res["test"]["auc"], res["test"]["logloss"],
@@ -254,26 +331,32 @@ def main(argv: list[str] | None = None) -> int:
                 pending.remove((j, p))
                 r = p.get()
                 record_job(r)
-                if r["variant"] == "none" and "kser_extractor" in variants and "error" not in r:
+                if (r["variant"] == "none" and ("kser_extractor", r["model"], r["seed"]) in todo
+                        and "error" not in r):
                     queue.insert(0, {"variant": "kser_extractor", "model": r["model"],
                                      "seed": r["seed"], "cfg": make_cfg(
                                          base, "kser_extractor", r["model"], r["seed"], work,
                                          none_dirs)})
 
+    # summaries over every seed with these settings: this run's and the recorded (--skip-existing)
+    tests = {k: r["test"] for k, r in results.items()}
+    tests.update({k: v for k, v in existing.items() if k not in tests})
     summary = []
     for m in models:
         for v in variants:
-            per = [results[(v, m, s)] for s in seeds if (v, m, s) in results]
+            done = [s for s in seeds if (v, m, s) in tests]
+            per = [tests[(v, m, s)] for s in done]
             if not per:
                 continue
             aug, strategy, _ = VARIANTS[v]
             for metric in METRICS:
-                st = rr.summarise([p["test"][metric] for p in per])
+                st = rr.summarise([p[metric] for p in per])
                 summary.append(rr.record(args.benchmark, metric, st["mean"], "", env, model=m,
                                          augment=aug, strategy=strategy, variant=v, seed=None,
-                                         seeds=[s for s in seeds if (v, m, s) in results],
+                                         seeds=done, seeds_this_run=[s for s in done
+                                                                     if (v, m, s) in results],
                                          **st, **common))
-            st = rr.summarise([p["test"]["auc"] for p in per])
+            st = rr.summarise([p["auc"] for p in per])
             print(f"{m:<8} {v:<15} AUC {st['mean']:.5f} +- {st['std']:.5f} (n={st['n_seeds']})")
     rr.append(args.out, summary)
     if args.explain_items or args.explain_users:

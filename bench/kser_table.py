@@ -4,9 +4,12 @@
     python bench/kser_table.py --print    # print them instead
 
 Each block sits between ``<!-- BEGIN name -->`` and ``<!-- END name -->``; the rest of the
-document is left alone. Quality tables use the per-seed cells of the most recent run in each file
-(mean +- sample std over the seeds that finished, with their number), so a run cut short still
-shows exactly what it measured.
+document is left alone. Quality tables pool the per-seed cells of every run in a file whose
+settings are those of the most recent run (``settings_key``: the exact config, dataset, split and
+condition, less what differs per job: seed, backbone, output and temporary paths), so a table can
+be completed seed by seed (``kser_quality.py --skip-existing``); a seed measured twice counts
+once, the newer. Each cell is mean +- sample std over its seeds, with their number, so a run cut
+short still shows exactly what it measured. The footer names every run that contributed.
 """
 
 from __future__ import annotations
@@ -32,17 +35,54 @@ MODELS = [("din", "DIN"), ("dcnv2", "DCNv2"), ("deepfm", "DeepFM"), ("autoint", 
           ("fignn", "FiGNN"), ("dien", "DIEN"), ("finalmlp", "FinalMLP"), ("gdcn", "GDCN")]
 
 
+# config keys that differ per job of one table run, not per setting
+_PER_JOB = {("train", "seed"), ("output_dir",), ("features_path",), ("model",), ("augment",),
+            ("strategy",), ("knowledge", "backbone_path")}
+
+
+def settings_key(rec: dict) -> str:
+    """What must be equal for two cells of the same backbone and variant to pool over seeds."""
+    import json
+
+    conf = json.loads(json.dumps(rec.get("config") or {}))
+    for path in _PER_JOB:
+        d = conf
+        for k in path[:-1]:
+            d = d.get(k) or {}
+        d.pop(path[-1], None)
+    keys = {k: rec.get(k) for k in ("benchmark", "dataset", "split", "condition")}
+    return json.dumps([keys, conf], sort_keys=True, default=str)
+
+
 def _cells(path: Path):
+    """Per-seed cells pooled over the runs with the newest run's settings (see the docstring)."""
     recs = [r for r in rr.read(path) if r.get("seed") is not None and r.get("value") is not None
             and r.get("variant")]
     if not recs:
-        return None, {}
-    last = max(r["date"] for r in recs)
-    recs = [r for r in recs if r["date"] == last]
+        return None, {}, []
+    newest = max(r["date"] for r in recs)
+    # the reference settings of each (backbone, variant): its record in the newest run that has it
+    ref: dict[tuple[str, str], str] = {}
+    for r in sorted(recs, key=lambda r: r["date"]):
+        ref[(r["model"], r["variant"])] = settings_key(r)
     cells: dict[tuple[str, str, str], dict[int, float]] = {}
-    for r in recs:
-        cells.setdefault((r["model"], r["variant"], r["metric"]), {})[r["seed"]] = r["value"]
-    return recs[0], cells
+    ignored = 0
+    for r in sorted(recs, key=lambda r: r["date"]):  # newer overwrites older for the same seed
+        if settings_key(r) != ref[(r["model"], r["variant"])]:
+            ignored += 1
+            continue
+        cells.setdefault((r["model"], r["variant"], r["metric"]), {})[r["seed"]] = r
+    runs: dict[str, dict] = {}
+    for cell in cells.values():
+        for r in cell.values():
+            if r["metric"] == "auc":
+                runs.setdefault(r["date"], {"rec": r, "n": 0})["n"] += 1
+    used = [runs[d] for d in sorted(runs)]
+    values = {k: {s: r["value"] for s, r in sorted(v.items())} for k, v in cells.items()}
+    last = [r for r in recs if r["date"] == newest][0]
+    if ignored:
+        used.append({"ignored": ignored // len({r["metric"] for r in recs})})
+    return last, values, used
 
 
 def _fmt(values: dict[int, float]) -> str:
@@ -54,7 +94,7 @@ def _fmt(values: dict[int, float]) -> str:
 
 
 def quality_tables(path: Path) -> str:
-    any_rec, cells = _cells(path)
+    any_rec, cells, runs = _cells(path)
     if any_rec is None:
         return f"_no results in {path.name} yet_"
     models = [(m, n) for m, n in MODELS if any(k[0] == m for k in cells)]
@@ -68,7 +108,8 @@ def quality_tables(path: Path) -> str:
                                                      for v, _ in VARIANTS) + " |")
         out.append("")
     # paired differences: same backbone, same seed, so the seed's shared noise cancels
-    out.append("**AUC differences, paired by seed** (mean over the seeds both variants finished)\n")
+    out.append("**AUC differences, paired by seed** (mean ± std over the seeds both variants "
+               "finished; in brackets: seeds with a positive difference / seeds paired)\n")
     pairs = [("kar", "none"), ("kser", "none"), ("kser", "kar"), ("kser_extractor", "none"),
              ("kser", "kser_no_esfnet"), ("kser", "kser_no_align")]
     names = dict(VARIANTS)
@@ -83,17 +124,28 @@ def quality_tables(path: Path) -> str:
                 row.append("-")
                 continue
             d = [va[s] - vb[s] for s in common]
-            row.append(f"{statistics.fmean(d):+.4f} ({len(common)})")
+            sd = statistics.stdev(d) if len(d) > 1 else 0.0
+            row.append(f"{statistics.fmean(d):+.4f} ± {sd:.4f} ({sum(x > 0 for x in d)}/{len(d)})")
         out.append(f"| {name} | " + " | ".join(row) + " |")
     pop = [r for r in rr.read(path) if r.get("model") == "popularity" and r["metric"] == "auc"]
     out.append("")
     cfg = any_rec.get("config", {})
     tr = cfg.get("train", {})
-    out.append(f"Device: {any_rec['device']}; commit `{any_rec['commit']}`; {any_rec['date']}; "
-               f"torch {any_rec['versions'].get('torch')}. Dataset: {any_rec['dataset']}, split "
-               f"{any_rec['split']}; batch {tr.get('batch_size')}, lr {tr.get('lr')}, up to "
-               f"{tr.get('epochs')} epochs, patience {tr.get('patience')}"
-               + (f"; popularity AUC {pop[-1]['value']:.4f}" if pop else "") + ".")
+    parts = []
+    for run in runs:
+        if "ignored" in run:
+            parts.append(f"{run['ignored']} cells of other settings not pooled")
+            continue
+        r = run["rec"]
+        v = r.get("versions", {})
+        parts.append(f"{r['date']}: {run['n']} cells, {r['device']}, commit `{r['commit']}`, "
+                     f"torch {v.get('torch')}, CUDA {v.get('cuda')}")
+    out.append(f"Dataset: {any_rec['dataset']}, split {any_rec['split']}; batch "
+               f"{tr.get('batch_size')}, lr {tr.get('lr')}, up to {tr.get('epochs')} epochs, "
+               f"patience {tr.get('patience')}"
+               + (f"; popularity AUC {pop[-1]['value']:.4f}" if pop else "") + ". Runs pooled "
+               "(same settings; a (backbone, variant, seed) cell from the newest run that has it): "
+               + "; ".join(parts) + ".")
     return "\n".join(out)
 
 
