@@ -43,6 +43,12 @@ demo: install
 	$(BIN)/llmrec knowledge show --cache_dir=$(DEMO_DIR)/knowledge --entity=item --id=2 --raw
 	@echo; echo "== train one CTR backbone (DCNv2) on the split, CPU =="
 	$(BIN)/llmrec rank train --config eval/ranking/demo.yaml --split_path=$(DEMO_DIR)/split --output_dir=$(DEMO_DIR)/rank
+	@echo; echo "== simulated recommendation dialogues: SmolLM2 agent vs the AILO user simulator, CPU =="
+	$(BIN)/llmrec simulate --config simulators/demo.yaml --out=$(DEMO_DIR)/crs
+	@echo; echo "== one small SSRA round: graded synthetic queries, an embedder trained on them, CPU =="
+	$(BIN)/llmrec synth experiment --config eval/synth/demo.yaml --out=$(DEMO_DIR)/synth
+	@echo; echo "== a minimal ECPO loop: expert dialogues, SGPT, rewrites, one short DPO pass, CPU =="
+	$(BIN)/llmrec finetune ecpo --config finetune/ecpo_demo.yaml --out=$(DEMO_DIR)/ecpo
 	@echo; echo "== none vs KAR vs KSER with the demo's knowledge (tiny coverage: other entities get zero vectors), CPU =="
 	for a in none kar kser; do $(BIN)/llmrec rank train --config eval/kser/demo.yaml --augment=$$a --split_path=$(DEMO_DIR)/split --knowledge.cache_dir=$(DEMO_DIR)/knowledge --output_dir=$(DEMO_DIR)/kser-$$a || exit 1; done
 

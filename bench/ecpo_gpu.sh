@@ -29,14 +29,17 @@ case "$step" in
     ;;
   run)
     test -d "$W/home/models" || { echo "run setup-a and setup-b first"; exit 3; }
-    rm -rf "$W/minilm" && cp -r .carry/minilm "$W/minilm"
+    test -d "$W/minilm" || cp -r .carry/minilm "$W/minilm"
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
     python3 -c "import torch, transformers, peft, trl; print(torch.__version__, transformers.__version__, peft.__version__, trl.__version__)"
-    python3 -m llmrec finetune ecpo --config finetune/ecpo_movielens.yaml \
-        --catalog.embedder="$W/minilm" --out="$W/ecpo" "$@" 2>&1 | grep -v "it/s\]$" | tail -c 200000 > "$W/ecpo.log" || true
-    tail -n 60 "$W/ecpo.log"
+    # the log goes to a file as it is written (a call cut off at its time limit keeps it); a
+    # later `run --stages=...` call resumes from the artifacts left in $W/ecpo
+    timeout "${ECPO_TIMEOUT:-540}" python3 -m llmrec finetune ecpo \
+        --config finetune/ecpo_movielens.yaml --catalog.embedder="$W/minilm" --out="$W/ecpo" --eval.record="$W/ecpo_lines.jsonl" "$@" \
+        >> "$W/ecpo.log" 2>&1 || echo "finetune ecpo exited with $?"
+    grep -v "it/s\]$" "$W/ecpo.log" | tail -n 60 | cut -c1-400
     # one archive: the results folder is nested deeper than what comes back file by file
-    cp bench/results/ecpo.jsonl "$OUT/" 2>/dev/null || true
+    cp "$W/ecpo_lines.jsonl" "$OUT/ecpo.jsonl" 2>/dev/null || true
     cp "$W/ecpo.log" "$OUT/" || true
     (cd "$W/ecpo" && tar czf "$OUT/ecpo.tgz" --exclude='*.safetensors' --exclude='transcripts.arrow' \
         --exclude='tokenizer*' --exclude='*.npy' .)
