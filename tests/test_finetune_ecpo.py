@@ -97,6 +97,8 @@ def test_forward_log_and_candidates(tmp_path):
     t = turns[0]
     assert t["context"][-1]["role"] == "user" and t["response"].startswith("Recommend[")
     assert t["rating"] == 5 and t["dialogue"][0]["role"] == "user"
+    # the titles the turn's searches returned go with it (the rewriter may only recommend those)
+    assert t["results"] and t["results"][0] == "Star Quest (1990)"
     fake = [dict(t, rating=r, ok=ok) for r, ok in ((0, True), (2, True), (4, True), (3, False),
                                                    (None, True), (5, True))]
     assert [c["rating"] for c in rewrite_candidates(fake, lam=4)] == [2]

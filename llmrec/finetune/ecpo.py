@@ -206,6 +206,7 @@ def forward_log(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                         "kind": t.get("action"), "error": t.get("error"),
                         "context": steps[-1]["prompt"], "response": steps[-1]["output"],
                         "action": t.get("action_text"), "dialogue": list(dialogue),
+                        "results": [r for sr in t.get("searches", []) for r in sr["results"]],
                         "rating": expr.get("rating"), "details": expr.get("details", ""),
                         "reason": expr.get("reason", ""), "success": rec.get("success")})
                 dialogue.append({"role": "assistant", "text": t.get("text") or t.get("raw", "")})
@@ -555,6 +556,7 @@ class Ecpo:
         shown = cand["dialogue"][-rw.history_turns:] if rw.history_turns else cand["dialogue"]
         return prompt.messages("user", {
             "dialogue": shown, "original": cand["action"] or cand["response"],
+            "results": list(dict.fromkeys(cand.get("results") or [])),
             "kind": cand["kind"], "with_reason": with_reason, "rating": cand["rating"],
             "details": cand["details"], "reason": cand["reason"] or "(no reason given)",
             "mode": rw.mode})
