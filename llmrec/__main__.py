@@ -1,3 +1,6 @@
-from llmrec.cli import main
+"""`python -m llmrec`: the same command line as `llmrec`."""
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    from llmrec.cli import main
+
+    raise SystemExit(main())
