@@ -20,7 +20,7 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from llmrec.config import option
 from llmrec.errors import MissingDependencyError
@@ -62,41 +62,41 @@ def require_trl() -> None:
             "`pip install trl peft` (both are llmrec dependencies)")
 
 
-def sft_lora(base_model: str | Path, rows: Sequence[dict[str, Any]], out: str | Path,
-             cfg: LoraSFTConfig, *, quiet: bool | None = None) -> dict[str, Any]:
-    """LoRA-SFT ``base_model`` on ``rows``; save the merged model + tokenizer into ``out``.
+def _train_lora(kind: str, model_path: str | Path, rows: list[dict[str, Any]], out: Path,
+                cfg: Any, quiet: bool | None, extra_args: dict[str, Any],
+                lengths: Callable[[Any], list[int]], **trainer_kwargs: Any
+                ) -> tuple[Any, list[dict[str, Any]], int, list[int]]:
+    """The shared body of :func:`sft_lora` and :func:`dpo_lora`: load ``model_path``, train a new
+    LoRA adapter with trl's ``<kind>Trainer`` on ``rows``, save the adapter under
+    ``out/adapter`` and the merged model + tokenizer into ``out``.
 
-    Returns a summary (steps, first/last logged training loss, trainable parameter count, the
-    library versions used). ``out`` must be a fresh folder; the caller makes its write atomic.
+    Returns (train result, log history, trainable parameter count, token count per row).
     """
-    require_trl()
     import torch
+    import trl
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
-    from trl import SFTConfig, SFTTrainer
+    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
 
     from llmrec.progress import progress_enabled
 
-    if not rows:
-        raise ValueError("no SFT rows to train on")
-    out = Path(out)
+    config_cls, trainer_cls = getattr(trl, f"{kind}Config"), getattr(trl, f"{kind}Trainer")
     set_seed(cfg.seed)
-    tokenizer = AutoTokenizer.from_pretrained(str(base_model))
+    tokenizer = AutoTokenizer.from_pretrained(str(model_path))
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(str(base_model), dtype=torch.float32)
-    dataset = Dataset.from_list([{"prompt": r["prompt"], "completion": r["completion"]}
-                                 for r in rows])
+    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32)
+    dataset = Dataset.from_list(rows)
     use_cuda = torch.cuda.is_available()
-    with tempfile.TemporaryDirectory(prefix="llmrec-sft-") as work:
+    with tempfile.TemporaryDirectory(prefix=f"llmrec-{kind.lower()}-") as work:
         # transformers 5 renamed gradient checkpointing to activation checkpointing and warns on
         # the old name, which trl still sets by default; switch it off under whichever name exists
-        names = {f.name for f in dataclasses.fields(SFTConfig)}
+        names = {f.name for f in dataclasses.fields(config_cls)}
         no_ckpt = ({"activation_checkpointing": False} if "activation_checkpointing" in names
                    else {"gradient_checkpointing": False})
-        args = SFTConfig(
+        args = config_cls(
             **no_ckpt,
+            **extra_args,
             output_dir=work,
             num_train_epochs=cfg.epochs,
             max_steps=cfg.max_steps,
@@ -113,8 +113,6 @@ def sft_lora(base_model: str | Path, rows: Sequence[dict[str, Any]], out: str | 
             bf16=bool(use_cuda and torch.cuda.is_bf16_supported()),
             fp16=False,
             use_cpu=not use_cuda,
-            max_length=cfg.max_length,
-            completion_only_loss=True,
             seed=cfg.seed,
             data_seed=cfg.seed,
             dataloader_num_workers=0,
@@ -123,33 +121,50 @@ def sft_lora(base_model: str | Path, rows: Sequence[dict[str, Any]], out: str | 
         peft_config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                                  target_modules=list(cfg.target_modules), bias="none",
                                  task_type="CAUSAL_LM")
-        trainer = SFTTrainer(model=model, args=args, train_dataset=dataset,
-                             processing_class=tokenizer, peft_config=peft_config)
+        trainer = trainer_cls(model=model, args=args, train_dataset=dataset,
+                              processing_class=tokenizer, peft_config=peft_config,
+                              **trainer_kwargs)
         # without a progress bar transformers prints each log dict to stdout; the caller logs
         # the summary this function returns instead
-        from transformers import PrinterCallback
-
         trainer.remove_callback(PrinterCallback)
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         # llmrec.llm's HF backend switches autograd off process-wide when it loads; a process
-        # that generated queries before training must switch it back on here
+        # that generated text before training must switch it back on here
         with torch.enable_grad():
             result = trainer.train()
-        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-        lengths = [len(x) for x in trainer.train_dataset["input_ids"]]
+        row_lengths = lengths(trainer.train_dataset)
+        history = trainer.state.log_history
         trainer.model.save_pretrained(str(out / "adapter"))
         merged = trainer.model.merge_and_unload()
     merged.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
+    return result, history, int(trainable), row_lengths
+
+
+def sft_lora(base_model: str | Path, rows: Sequence[dict[str, Any]], out: str | Path,
+             cfg: LoraSFTConfig, *, quiet: bool | None = None) -> dict[str, Any]:
+    """LoRA-SFT ``base_model`` on ``rows``; save the merged model + tokenizer into ``out``.
+
+    Returns a summary (steps, first/last logged training loss, trainable parameter count, the
+    library versions used). ``out`` must be a fresh folder; the caller makes its write atomic.
+    """
+    require_trl()
     from llmrec.artifacts import package_versions
 
+    if not rows:
+        raise ValueError("no SFT rows to train on")
+    result, history, trainable, lengths = _train_lora(
+        "SFT", base_model, [{"prompt": r["prompt"], "completion": r["completion"]} for r in rows],
+        Path(out), cfg, quiet, {"max_length": cfg.max_length, "completion_only_loss": True},
+        lambda ds: [len(x) for x in ds["input_ids"]])
+    losses = [h["loss"] for h in history if "loss" in h]
     return {"rows": len(rows), "steps": int(result.global_step),
             "train_loss": float(result.training_loss),
             "first_loss": losses[0] if losses else None,
             "last_loss": losses[-1] if losses else None,
-            "curve": _curve(trainer.state.log_history),
+            "curve": _curve(history),
             **_throughput(lengths, result, cfg),
-            "trainable_parameters": int(trainable),
+            "trainable_parameters": trainable,
             "versions": package_versions(("trl", "peft", "transformers", "torch"))}
 
 
@@ -213,72 +228,20 @@ def dpo_lora(model_path: str | Path, pairs: Sequence[dict[str, Any]], out: str |
     merged model in ``out`` (any backend loads it by path).
     """
     require_trl()
-    import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer, PrinterCallback, set_seed
-    from trl import DPOConfig, DPOTrainer
-
     from llmrec.artifacts import package_versions
-    from llmrec.progress import progress_enabled
 
     if not pairs:
         raise ValueError("no preference pairs to train on")
-    out = Path(out)
-    set_seed(cfg.seed)
-    tokenizer = AutoTokenizer.from_pretrained(str(model_path))
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    model = AutoModelForCausalLM.from_pretrained(str(model_path), dtype=torch.float32)
-    dataset = Dataset.from_list([{"prompt": p["prompt"], "chosen": p["chosen"],
-                                  "rejected": p["rejected"]} for p in pairs])
-    use_cuda = torch.cuda.is_available()
-    with tempfile.TemporaryDirectory(prefix="llmrec-dpo-") as work:
-        names = {f.name for f in dataclasses.fields(DPOConfig)}
-        no_ckpt = ({"activation_checkpointing": False} if "activation_checkpointing" in names
-                   else {"gradient_checkpointing": False})
-        args = DPOConfig(
-            **no_ckpt,
-            output_dir=work,
-            beta=cfg.beta,
-            loss_type=[cfg.loss_type],
-            num_train_epochs=cfg.epochs,
-            max_steps=cfg.max_steps,
-            per_device_train_batch_size=cfg.batch_size,
-            gradient_accumulation_steps=cfg.grad_accum,
-            learning_rate=cfg.learning_rate,
-            lr_scheduler_type="linear",
-            warmup_steps=0.1,
-            logging_steps=1,
-            save_strategy="no",
-            report_to="none",
-            bf16=bool(use_cuda and torch.cuda.is_bf16_supported()),
-            fp16=False,
-            use_cpu=not use_cuda,
-            max_length=None,  # over-long pairs were dropped by the caller: nothing is cut
-            seed=cfg.seed,
-            data_seed=cfg.seed,
-            dataloader_num_workers=0,
-            disable_tqdm=not progress_enabled() if quiet is None else quiet,
-        )
-        peft_config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
-                                 target_modules=list(cfg.target_modules), bias="none",
-                                 task_type="CAUSAL_LM")
-        trainer = DPOTrainer(model=model, ref_model=None, args=args, train_dataset=dataset,
-                             processing_class=tokenizer, peft_config=peft_config)
-        trainer.remove_callback(PrinterCallback)
-        trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
-        with torch.enable_grad():
-            result = trainer.train()
-        ds = trainer.train_dataset
+    result, history, trainable, lengths = _train_lora(
+        "DPO", model_path, [{"prompt": p["prompt"], "chosen": p["chosen"],
+                             "rejected": p["rejected"]} for p in pairs],
+        Path(out), cfg, quiet,
+        # over-long pairs were dropped by the caller: nothing is cut (max_length None)
+        {"beta": cfg.beta, "loss_type": [cfg.loss_type], "max_length": None},
         # each pair is two forward sequences (prompt + chosen, prompt + rejected)
-        lengths = [2 * len(p) + len(c) + len(r) for p, c, r in
-                   zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"])]
-        history = trainer.state.log_history
-        trainer.model.save_pretrained(str(out / "adapter"))
-        merged = trainer.model.merge_and_unload()
-    merged.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
+        lambda ds: [2 * len(p) + len(c) + len(r) for p, c, r in
+                    zip(ds["prompt_ids"], ds["chosen_ids"], ds["rejected_ids"])],
+        ref_model=None)
     curve = _curve(history)
     return {"pairs": len(pairs), "steps": int(result.global_step),
             "train_loss": float(result.training_loss),
@@ -286,7 +249,7 @@ def dpo_lora(model_path: str | Path, pairs: Sequence[dict[str, Any]], out: str |
             "last_loss": curve[-1]["loss"] if curve else None,
             "last_reward_accuracy": curve[-1].get("rewards/accuracies") if curve else None,
             "curve": curve, **_throughput(lengths, result, cfg),
-            "trainable_parameters": int(trainable),
+            "trainable_parameters": trainable,
             "versions": package_versions(("trl", "peft", "transformers", "torch"))}
 
 
