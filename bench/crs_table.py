@@ -9,9 +9,12 @@ Usage: python bench/crs_table.py
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # llmrec from this checkout
+
+from llmrec import benchrecord as br  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 QUALITY = ("SR", "Recall@5", "avg_rounds", "avg_recommendation", "avg_strategy",
@@ -20,10 +23,7 @@ WR = ("WR_flexibility", "WR_coherence", "WR_guidance", "WR_overall")
 
 
 def _load(name: str) -> list[dict]:
-    path = RESULTS / name
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return br.read(RESULTS / name)
 
 
 def _fmt(v) -> str:

@@ -22,11 +22,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,41 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "bench" / "results" / "crs_throughput.jsonl"
 
-
-def _commit() -> str | None:
-    """``git rev-parse HEAD`` (+dirty), or None where the checkout has no history (a copied
-    tree on a benchmark host: pass --commit there)."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
-                             text=True, timeout=5)
-        rev = out.stdout.strip()
-        if out.returncode != 0 or len(rev) != 40:
-            return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-        return rev + ("+dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _versions() -> dict[str, str | None]:
-    from importlib import metadata
-
-    out = {}
-    for name in ("torch", "transformers", "sentence-transformers", "numpy"):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
-def _device(device: str) -> str:
-    import torch
-
-    if device != "cpu" and torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return f"cpu ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+from llmrec import benchrecord as br  # noqa: E402
 
 
 def random_weight_model(src: Path, dest: Path) -> Path:
@@ -106,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-warmup", action="store_true")
     ap.add_argument("--label", default="", help="free text stored with the results")
-    ap.add_argument("--commit", default=None, help="commit to record (default: git rev-parse)")
+    ap.add_argument("--commit", default=None,
+                    help="commit to record (default: $LLMREC_COMMIT or the checkout's short HEAD; "
+                         "pass it where the copied tree has no git history)")
     ap.add_argument("--out", type=Path, default=RESULTS)
     args = ap.parse_args(argv)
     counts = args.dialogues or [max(4, 2 * n) for n in args.in_flight]
@@ -139,7 +103,6 @@ def main(argv: list[str] | None = None) -> int:
           f"{time.perf_counter() - t0:.1f} s", flush=True)
     llm = load_backend(LLMConfig(model=model, device=args.device,
                                  batch_size=max(args.in_flight)))
-    device = _device(args.device)
 
     # other processes on a shared machine slow a CPU measurement down: record how busy it was
     load_start = os.getloadavg()[0]
@@ -170,10 +133,10 @@ def main(argv: list[str] | None = None) -> int:
 
     base_rate = rows[0]["dialogues_per_minute"]
     print(f"\n{'N':>5} {'dialogues/min':>14} {'speed-up':>9}")
-    date = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    common = {"benchmark": "crs_throughput", "device": device,
-              "commit": args.commit or _commit(), "date": date,
-              "model": args.model if weights == "real" else f"random weights, shape of "
+    env = br.environment(args.device, extra_versions=("numpy",))
+    if args.commit:
+        env["commit"] = args.commit
+    common = {"model": args.model if weights == "real" else f"random weights, shape of "
                                                             f"{args.random_weights.name}",
               "weights": weights, "embedder": args.embedder, "dataset": "ml-latest-small",
               "decoding": args.decoding, "max_rounds": args.max_rounds,
@@ -181,22 +144,20 @@ def main(argv: list[str] | None = None) -> int:
               "user_max_new_tokens": args.user_tokens, "label": args.label,
               "load_average_1min": [round(load_start, 2), round(os.getloadavg()[0], 2)],
               "config": {"min_rounds_before_end": args.max_rounds + 1, "save_prompts": False,
-                         "warmup": not args.no_warmup},
-              "versions": _versions()}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "a") as fh:
-        for row in rows:
-            speedup = row["dialogues_per_minute"] / base_rate
-            print(f"{row['in_flight']:>5} {row['dialogues_per_minute']:>14.2f} {speedup:>8.1f}x")
-            fh.write(json.dumps({**common, "metric": "dialogues_per_minute",
-                                 "value": row["dialogues_per_minute"], "unit": "dialogues/min",
-                                 "n_in_flight": row["in_flight"], "n_tasks": row["dialogues"],
-                                 "detail": row}) + "\n")
-            if row is not rows[0]:
-                fh.write(json.dumps({**common, "metric": "batching_speedup",
-                                     "value": round(speedup, 2), "unit": "x",
-                                     "n_in_flight": row["in_flight"],
-                                     "baseline": f"in_flight={rows[0]['in_flight']}"}) + "\n")
+                         "warmup": not args.no_warmup}}
+    records = []
+    for row in rows:
+        speedup = row["dialogues_per_minute"] / base_rate
+        print(f"{row['in_flight']:>5} {row['dialogues_per_minute']:>14.2f} {speedup:>8.1f}x")
+        records.append(br.record("crs_throughput", "dialogues_per_minute",
+                                 row["dialogues_per_minute"], "dialogues/min", env, **common,
+                                 n_in_flight=row["in_flight"], n_tasks=row["dialogues"],
+                                 detail=row))
+        if row is not rows[0]:
+            records.append(br.record("crs_throughput", "batching_speedup", round(speedup, 2), "x",
+                                     env, **common, n_in_flight=row["in_flight"],
+                                     baseline=f"in_flight={rows[0]['in_flight']}"))
+    br.append(args.out, records)
     print(f"appended to {args.out}")
     llm.close()
     return 0

@@ -5,7 +5,8 @@ the quality lines come from the ``ecpo.jsonl`` the run appended on the host. Thi
 appends, never rewrites:
 
 - ``bench/results/ecpo.jsonl``: the quality lines, tagged with ``run`` (and with ``commit`` set to
-  the revision given, when the host's copy of the repository could not tell it);
+  the revision given, when the host's copy of the repository could not tell it) and given the
+  ``unit`` of their metric (:func:`unit_of`; the host's lines do not carry one);
 - ``bench/results/ecpo_training.jsonl``: SFT and DPO tokens/s, steps, first/last loss per model;
 - ``bench/results/ecpo_curves/<run>_<model>.jsonl``: the logged training curves.
 
@@ -18,10 +19,33 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
+sys.path.insert(0, str(ROOT))  # llmrec from this checkout
+
+from llmrec import benchrecord as br  # noqa: E402
+
+# the units of the metrics ECPO's eval stage records (as llmrec.crs.cli.record_results gives the
+# same metrics of `llmrec eval crs`): success and recall rates, failed-turn rate and win rates are
+# fractions of the held-out tasks / turns / judgements, rounds a mean count, expression the mean
+# of the rater's 0-5 ratings
+UNITS = {"SR": "fraction", "Recall@5": "fraction", "failed_turn_rate": "fraction",
+         "avg_rounds": "rounds", "avg_expression": "rating 0-5", "avg_strategy": "rating 0-5",
+         "avg_recommendation": "rating 0-5"}
+
+
+def unit_of(metric: str) -> str:
+    """The unit of an ECPO quality metric; an unknown metric is an error (add it to UNITS) rather
+    than a guessed unit."""
+    if metric in UNITS:
+        return UNITS[metric]
+    if metric.startswith("WR_"):  # WR_<criterion>_vs_base: share of judgements won
+        return "fraction"
+    raise SystemExit(f"no unit known for the ECPO metric {metric!r}: add it to UNITS in "
+                     f"{Path(__file__).name}")
 
 
 def main(argv=None) -> int:
@@ -37,41 +61,42 @@ def main(argv=None) -> int:
     extra = {"run": args.run}
     if args.note:
         extra["note"] = args.note
-    lines = [json.loads(x) for x in args.lines.read_text().splitlines() if x.strip()]
+    lines = br.read(args.lines)
     if not lines:
         raise SystemExit(f"{args.lines} holds no result line")
     device, versions = lines[0]["device"], lines[0]["versions"]
-    with open(RESULTS / "ecpo.jsonl", "a") as fh:
-        for rec in lines:
-            if args.commit:
-                rec["commit_reported_by_host"] = rec.get("commit")
-                rec["commit"] = args.commit
-            fh.write(json.dumps({**rec, **extra}) + "\n")
+    quality = []
+    for rec in lines:
+        if args.commit:
+            rec["commit_reported_by_host"] = rec.get("commit")
+            rec["commit"] = args.commit
+        rec.setdefault("unit", unit_of(rec["metric"]))
+        quality.append({**rec, **extra})
+    br.append(RESULTS / "ecpo.jsonl", quality)  # validated: a line without the keys stops here
     curves = RESULTS / "ecpo_curves"
     curves.mkdir(exist_ok=True)
-    n = 0
-    with open(RESULTS / "ecpo_training.jsonl", "a") as fh:
-        for meta_path in sorted((args.run_dir / "models").glob("*/llmrec_meta.json")):
-            name = meta_path.parent.name
-            meta = json.loads(meta_path.read_text())
-            t = meta["training"]
-            kind = "sft" if name == "sgpt" else "dpo"
-            base = {"benchmark": f"ecpo_{kind}_lora", "device": device, "model": "SmolLM2-135M-Instruct",
-                    "adapter": name, "commit": args.commit or lines[0].get("commit"),
-                    "date": meta.get("timestamp") or lines[0].get("date"),
-                    "versions": t.get("versions", versions), **extra,
-                    "rows": t.get("rows", t.get("pairs")), "steps": t["steps"],
-                    "first_loss": t["first_loss"], "last_loss": t["last_loss"],
-                    "train_seconds": t["train_seconds"], "tokens_seen": t["tokens_seen"],
-                    "trainable_parameters": t["trainable_parameters"],
-                    "settings": meta.get("config", {}).get("sgpt" if kind == "sft" else "dpo")}
-            fh.write(json.dumps({**base, "metric": "tokens_per_second",
-                                 "value": t["tokens_per_second"], "unit": "tokens/s"}) + "\n")
-            n += 1
-            src = meta_path.parent / "curve.jsonl"
-            if src.is_file():
-                shutil.copyfile(src, curves / f"{args.run}_{name}.jsonl")
-    print(f"recorded {len(lines)} quality lines and {n} training lines for run {args.run}")
+    training = []
+    for meta_path in sorted((args.run_dir / "models").glob("*/llmrec_meta.json")):
+        name = meta_path.parent.name
+        meta = json.loads(meta_path.read_text())
+        t = meta["training"]
+        kind = "sft" if name == "sgpt" else "dpo"
+        env = {"device": device, "commit": args.commit or lines[0].get("commit"),
+               "date": meta.get("timestamp") or lines[0].get("date"),
+               "versions": t.get("versions", versions)}
+        training.append(br.record(
+            f"ecpo_{kind}_lora", "tokens_per_second", t["tokens_per_second"], "tokens/s", env,
+            model="SmolLM2-135M-Instruct", adapter=name, **extra,
+            rows=t.get("rows", t.get("pairs")), steps=t["steps"], first_loss=t["first_loss"],
+            last_loss=t["last_loss"], train_seconds=t["train_seconds"],
+            tokens_seen=t["tokens_seen"], trainable_parameters=t["trainable_parameters"],
+            settings=meta.get("config", {}).get("sgpt" if kind == "sft" else "dpo")))
+        src = meta_path.parent / "curve.jsonl"
+        if src.is_file():
+            shutil.copyfile(src, curves / f"{args.run}_{name}.jsonl")
+    br.append(RESULTS / "ecpo_training.jsonl", training)
+    print(f"recorded {len(lines)} quality lines and {len(training)} training lines for run "
+          f"{args.run}")
     return 0
 
 

@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import ranking_records as rr  # noqa: E402
+from llmrec import benchrecord as br  # noqa: E402
 from kser_table import settings_key  # noqa: E402
 
 from llmrec.config import load_config, to_dict  # noqa: E402
@@ -99,7 +99,7 @@ def make_cfg(base, variant: str, model: str, seed: int, out_dir: Path, none_dirs
 def existing_cells(path: str, common: dict, benchmark: str, jobs: list[dict], log) -> dict:
     """(variant, model, seed) -> {metric: value} of the jobs that ``path`` already records with
     the same settings. Exits if the file has cells of this dataset but none with these settings."""
-    recs = [r for r in rr.read(path) if r.get("seed") is not None and r.get("value") is not None
+    recs = [r for r in br.read(path) if r.get("seed") is not None and r.get("value") is not None
             and r.get("variant") and r.get("dataset") == common["dataset"]]
     if not recs:
         log.info("--skip-existing: no cells of %s in %s", common["dataset"], path)
@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
             log.error("a KSER step takes %.1f ms > --max-step-ms %.1f: stopping", ms,
                       args.max_step_ms)
             return 3
-    env = rr.environment()
+    env = br.environment(extra_versions=("datasets", "pyarrow", "numpy", "pandas"))
     dataset = args.dataset_label or fs.info.get("dataset", base.data.name)
     common = {"dataset": dataset, "split": f"{base.split.protocol}-test",
               "command": " ".join(["python", *sys.argv])}
@@ -244,17 +244,17 @@ def main(argv: list[str] | None = None) -> int:
         common["condition"] = args.condition
     pop = evaluate_popularity(fs)
     if args.skip_existing:  # same split and features: the popularity baseline must agree
-        old = [r["value"] for r in rr.read(args.skip_existing) if r.get("model") == "popularity"
+        old = [r["value"] for r in br.read(args.skip_existing) if r.get("model") == "popularity"
                and r.get("metric") == "auc" and r.get("dataset") == dataset]
         if old and abs(old[-1] - pop["test"]["auc"]) > 1e-6:
             log.warning("popularity AUC %.6f differs from the recorded %.6f: a different split "
                         "or features?", pop["test"]["auc"], old[-1])
         elif old:
             log.info("popularity AUC %.6f as recorded", pop["test"]["auc"])
-    records = [rr.record(args.benchmark, m, pop["test"][m], "", env, model="popularity",
+    records = [br.record(args.benchmark, m, pop["test"][m], "", env, model="popularity",
                          augment="none", strategy="-", variant="popularity", seed=None, **common)
                for m in METRICS]
-    rr.append(args.out, records)
+    br.append(args.out, records)
 
     models = args.models.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -292,19 +292,19 @@ def main(argv: list[str] | None = None) -> int:
                     seed=r["seed"], **common)
         if "error" in r:
             log.error("%s failed: %s\n%s", key, r["error"], r.get("trace", ""))
-            rr.append(args.out, [rr.record(args.benchmark, "auc", None, "", env, error=r["error"],
+            br.append(args.out, [br.record(args.benchmark, "auc", None, "", env, error=r["error"],
                                            **keys)])
             return
         res = r["result"]
         results[key] = res
         conf = to_dict(cfg)
-        recs = [rr.record(args.benchmark, m, res["test"][m], "", env, best_epoch=res["best_epoch"],
+        recs = [br.record(args.benchmark, m, res["test"][m], "", env, best_epoch=res["best_epoch"],
                           epochs=res["epochs"], valid_auc=res["valid"]["auc"],
                           wall_seconds=round(r["wall"], 2), n_parameters=res.get("n_parameters"),
                           n_trainable=res.get("n_trainable"), coverage=res.get("coverage"),
                           backbone_result=res.get("backbone_result"), config=conf, **keys)
                 for m in METRICS]
-        rr.append(args.out, recs)
+        br.append(args.out, recs)
         log.info("%-15s %-8s seed %d: test AUC %.5f LogLoss %.5f (epoch %d/%d, %.1fs)",
                  r["variant"], r["model"], r["seed"], res["test"]["auc"], res["test"]["logloss"],
                  res["best_epoch"], res["epochs"], r["wall"])
@@ -350,15 +350,15 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             aug, strategy, _ = VARIANTS[v]
             for metric in METRICS:
-                st = rr.summarise([p[metric] for p in per])
-                summary.append(rr.record(args.benchmark, metric, st["mean"], "", env, model=m,
+                st = br.summarise([p[metric] for p in per])
+                summary.append(br.record(args.benchmark, metric, st["mean"], "", env, model=m,
                                          augment=aug, strategy=strategy, variant=v, seed=None,
                                          seeds=done, seeds_this_run=[s for s in done
                                                                      if (v, m, s) in results],
                                          **st, **common))
-            st = rr.summarise([p["auc"] for p in per])
+            st = br.summarise([p["auc"] for p in per])
             print(f"{m:<8} {v:<15} AUC {st['mean']:.5f} +- {st['std']:.5f} (n={st['n_seeds']})")
-    rr.append(args.out, summary)
+    br.append(args.out, summary)
     if args.explain_items or args.explain_users:
         explain_run(work / f"kser-{models[0]}-{seeds[0]}", args, dataset, env, log)
     print(f"popularity AUC {pop['test']['auc']:.5f}; total {time.perf_counter() - t0:.0f}s "

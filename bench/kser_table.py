@@ -20,9 +20,9 @@ import statistics
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # llmrec from this checkout
 
-import ranking_records as rr  # noqa: E402
+from llmrec import benchrecord as br  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "kser.md"
@@ -56,7 +56,7 @@ def settings_key(rec: dict) -> str:
 
 def _cells(path: Path):
     """Per-seed cells pooled over the runs with the newest run's settings (see the docstring)."""
-    recs = [r for r in rr.read(path) if r.get("seed") is not None and r.get("value") is not None
+    recs = [r for r in br.read(path) if r.get("seed") is not None and r.get("value") is not None
             and r.get("variant")]
     if not recs:
         return None, {}, []
@@ -127,7 +127,7 @@ def quality_tables(path: Path) -> str:
             sd = statistics.stdev(d) if len(d) > 1 else 0.0
             row.append(f"{statistics.fmean(d):+.4f} ± {sd:.4f} ({sum(x > 0 for x in d)}/{len(d)})")
         out.append(f"| {name} | " + " | ".join(row) + " |")
-    pop = [r for r in rr.read(path) if r.get("model") == "popularity" and r["metric"] == "auc"]
+    pop = [r for r in br.read(path) if r.get("model") == "popularity" and r["metric"] == "auc"]
     out.append("")
     cfg = any_rec.get("config", {})
     tr = cfg.get("train", {})
@@ -155,7 +155,7 @@ def _clip(t: str, n: int = 90) -> str:
 
 
 def explain_block(path: Path) -> str:
-    recs = rr.read(path)
+    recs = br.read(path)
     if not recs:
         return f"_no results in {path.name} yet_"
     out = []
@@ -182,7 +182,7 @@ def explain_block(path: Path) -> str:
 
 
 def generation_block(path: Path) -> str:
-    recs = rr.read(path)
+    recs = br.read(path)
     if not recs:
         return f"_no results in {path.name} yet_"
     runs: dict[tuple, dict] = {}

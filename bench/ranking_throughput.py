@@ -27,8 +27,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # llmrec from this checkout
 
-import ranking_records as rr  # noqa: E402
+from llmrec import benchrecord as br  # noqa: E402
 
 BENCH = "ranking_throughput"
 HP = {
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     from llmrec.ranking.pipeline import RankConfig, prepare_features
 
     base = load_config(RankConfig, args.config, overrides)
-    env = rr.environment()
+    env = br.environment(extra_versions=("datasets", "pyarrow", "numpy", "pandas"))
     fs = prepare_features(base)
     bs = base.train.batch_size
     n_train = int(fs.split_index("train").numel())
@@ -136,13 +137,13 @@ def main(argv: list[str] | None = None) -> int:
                 sps, warm, steps = time_ours(fs, base, name, variant, args.timed_epochs)
             except Exception as exc:  # a variant that fails on this stack is reported, not fatal
                 log.exception("%s %s failed", name, variant)
-                records.append(rr.record(BENCH, "train_samples_per_s", None, "samples/s", env,
+                records.append(br.record(BENCH, "train_samples_per_s", None, "samples/s", env,
                                          model=name, engine="llmrec", variant=variant,
                                          error=repr(exc)[:500], **common))
                 continue
             best = max(best, sps)
             table.append((name, f"llmrec {variant}", sps, warm))
-            records.append(rr.record(BENCH, "train_samples_per_s", sps, "samples/s", env,
+            records.append(br.record(BENCH, "train_samples_per_s", sps, "samples/s", env,
                                      model=name, engine="llmrec", variant=variant, steps=steps,
                                      warmup_seconds=round(warm, 2), hyper_parameters=HP[name],
                                      config=to_dict(base.train), **common))
@@ -151,12 +152,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.quality:
             res = quality_ours(fs, base, name, compile_=False)
             for m in ("auc", "logloss", "gauc"):
-                records.append(rr.record(BENCH, f"test_{m}", res["test"][m], "", env, model=name,
+                records.append(br.record(BENCH, f"test_{m}", res["test"][m], "", env, model=name,
                                          engine="llmrec", best_epoch=res["best_epoch"],
                                          epochs=res["epochs"], hyper_parameters=HP[name],
                                          config=to_dict(base.train), seed=0, **common))
             table.append((name, "llmrec test AUC", res["test"]["auc"], res["test"]["logloss"]))
-        rr.append(args.out, records)
+        br.append(args.out, records)
         records = []
 
     if args.fuxictr:
@@ -178,11 +179,11 @@ def main(argv: list[str] | None = None) -> int:
                 dl = fx.loaders(fmap, paths, bs, base.features.max_hist_len, workers)
                 times = fx.time_epochs(model, dl["train"], args.fuxictr_timed_epochs)
                 sps = n_train / times[-1]
-                records.append(rr.record(BENCH, "train_samples_per_s", sps, "samples/s", env,
+                records.append(br.record(BENCH, "train_samples_per_s", sps, "samples/s", env,
                                          model=name, num_workers=workers, epoch_seconds=times,
                                          hyper_parameters=hp, **fx_common))
                 ratio = ours[name] / sps if sps else None
-                records.append(rr.record(BENCH, "speedup", ratio, "x", env, model=name,
+                records.append(br.record(BENCH, "speedup", ratio, "x", env, model=name,
                                          engine="llmrec", baseline=f"fuxictr num_workers={workers}",
                                          ours_samples_per_s=ours[name], fuxictr_samples_per_s=sps,
                                          **common))
@@ -197,12 +198,12 @@ def main(argv: list[str] | None = None) -> int:
                                 max(int(w) for w in args.fuxictr_workers.split(",")))
                 res = fx.fit_and_test(model, dl, base.train.epochs)
                 for m in ("auc", "logloss"):
-                    records.append(rr.record(BENCH, f"test_{m}", res[m], "", env, model=name,
+                    records.append(br.record(BENCH, f"test_{m}", res[m], "", env, model=name,
                                              hyper_parameters=hp, seed=0, **fx_common))
                 table.append((name, "fuxictr test AUC", res["auc"], res["logloss"]))
-            rr.append(args.out, records)
+            br.append(args.out, records)
             records = []
-    rr.append(args.out, records)
+    br.append(args.out, records)
     print(f"\n{'model':<7} {'engine':<34} {'value':>14} {'extra':>10}   ({env['device']})")
     for name, eng, v, extra in table:
         print(f"{name:<7} {eng:<34} {v:>14,.4f} {extra:>10.4f}")

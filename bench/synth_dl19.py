@@ -20,46 +20,17 @@ import argparse
 import json
 import logging
 import os
-import platform
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "synth_dl19.jsonl"
+sys.path.insert(0, str(ROOT))  # llmrec from this checkout
 
+from llmrec import benchrecord as br  # noqa: E402
 
-def _device(note: str = "") -> str:
-    """The device the numbers were measured on: the GPU if torch sees one, else the CPU."""
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return f"cuda ({torch.cuda.get_device_name(0)}){', ' + note if note else ''}"
-    except ImportError:
-        pass
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        cores = len(os.sched_getaffinity(0))  # the cores this process may use
-    except AttributeError:
-        cores = os.cpu_count()
-    return f"cpu ({name}, {cores} cores{', ' + note if note else ''})"
-
-
-def _commit() -> str:
-    """HEAD, marked ``+dirty`` when tracked files differ from it (the measured code may too)."""
-    env = os.environ.get("LLMREC_COMMIT")
-    if env:
-        return env
-    from llmrec.artifacts import git_revision
-
-    return git_revision(ROOT) or "unknown"
+# versions recorded besides benchrecord's own set (the data stack of the synth pipeline)
+EXTRA_VERSIONS = ("datasets", "pyarrow", "numpy", "pandas")
 
 
 def _model_name(name: str, aliases: frozenset, default: str) -> str:
@@ -87,7 +58,6 @@ def records(results: dict, cfg_dict: dict, versions: dict, device: str = "",
             extra: list[dict] | None = None) -> list[dict]:
     """One record per number of ``results`` (an experiment's results.json), then ``extra``
     (records with their own metric, value and keys) with the same common fields."""
-    from llmrec.artifacts import now_iso
     from llmrec.models.resolve import (
         DEFAULT_EMBEDDER, DEFAULT_LLM, EMBEDDER_ALIASES, LLM_ALIASES,
     )
@@ -105,12 +75,13 @@ def records(results: dict, cfg_dict: dict, versions: dict, device: str = "",
     if cfg_dict["score"]["kind"] == "cross-encoder":
         g_base = _model_name(cfg_dict["score"]["model"], EMBEDDER_ALIASES, DEFAULT_EMBEDDER)
     g_name = f"g: {cfg_dict['score']['kind']} {g_base}"
-    base = {"benchmark": "synth_dl19", "device": device or _device(), "commit": _commit(),
-            "date": now_iso(), "run_id": prov.get("timestamp"),
+    env = {"device": device or br.device_name(), "commit": br.commit(), "date": br.now_iso(),
+           "versions": versions}
+    base = {"run_id": prov.get("timestamp"),
             "run_git_revision": prov.get("git_revision"), "dataset": "trec-dl19",
             "split": split, "seed": seeds["embed"], "seeds": seeds, "n_seeds": 1,
             "generator": _model_name(cfg_dict["query"]["llm"]["model"], LLM_ALIASES, DEFAULT_LLM),
-            "config": cfg_dict, "versions": versions,
+            "config": cfg_dict,
             # wall time of the invocation that finished the experiment; steps reused from
             # earlier invocations are not in it (see "steps" for when each step was written)
             "run_seconds_last_invocation": results.get("seconds"),
@@ -121,7 +92,7 @@ def records(results: dict, cfg_dict: dict, versions: dict, device: str = "",
     def add(metric, value, unit="fraction", **keys):
         if value is None or value != value:  # NaN: nothing measured
             return
-        out.append({**base, "metric": metric, "value": float(value), "unit": unit, **keys})
+        out.append(br.record("synth_dl19", metric, float(value), unit, env, **{**base, **keys}))
 
     for cond, r in results["embedders"].items():
         keys = dict(model=embedder, strategy=cond, baseline="base" if cond != "base"
@@ -298,7 +269,7 @@ _DATA = {"seed_labels": "seed labels (human)",
 
 def table_from_records(path: Path = RESULTS) -> str:
     """The docs' markdown tables, built from the most recent run recorded in ``path``."""
-    recs = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    recs = br.read(path)
     if not recs:
         return "(no records)"
     last = max(r["date"] for r in recs)
@@ -401,10 +372,7 @@ def table_from_records(path: Path = RESULTS) -> str:
 
 
 def _recorded_run_ids(path: Path = RESULTS) -> set:
-    if not path.is_file():
-        return set()
-    return {json.loads(line).get("run_id") for line in path.read_text().splitlines()
-            if line.strip()}
+    return {r.get("run_id") for r in br.read(path)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -435,7 +403,6 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-    from llmrec.artifacts import package_versions
     from llmrec.config import load_config, to_dict
     from llmrec.synth.pipeline import Run, SynthConfig, results_markdown
 
@@ -468,14 +435,12 @@ def main(argv: list[str] | None = None) -> int:
         extra = generated_records(Path(cfg.out))
         if not args.no_paired:
             extra += paired_records(Run(cfg), results, n_boot=args.n_boot)
-        recs = records(results, to_dict(cfg), package_versions(), device=_device(args.device_note),
+        recs = records(results, to_dict(cfg), br.versions(*EXTRA_VERSIONS),
+                       device=br.device_name(note=args.device_note),
                        steps=_steps(Path(cfg.out)),
                        command=" ".join(["python", "bench/synth_dl19.py", *sys.argv[1:]]),
                        extra=extra)
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        with open(RESULTS, "a") as fh:
-            for rec in recs:
-                fh.write(json.dumps(rec, default=str) + "\n")
+        br.append(RESULTS, recs)
         print(f"appended {len(recs)} records to {RESULTS.relative_to(ROOT)}")
     return 0
 
