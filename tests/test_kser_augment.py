@@ -12,10 +12,10 @@ import torch
 from llmrec.errors import ConfigError
 from llmrec.ranking import registry
 from llmrec.ranking.features import FeatureConfig, build_features
-from llmrec.ranking.knowledge.augment import (KnowledgeAugmented, RowFeatureSet, build_augmented,
+from llmrec.ranking.knowledge.augment import (KnowledgeAugmented, build_augmented,
                                               dense_name)
 from llmrec.ranking.knowledge.config import AugmentConfig
-from llmrec.ranking.knowledge.store import attach_row_ids, load_knowledge
+from llmrec.ranking.knowledge.store import load_knowledge
 from llmrec.ranking.knowledge.synthetic import synthetic_embeddings
 from llmrec.ranking.synthetic import make_synthetic
 from llmrec.ranking.train_config import TrainConfig
@@ -35,17 +35,16 @@ def _args(name):
 def setup(tmp_path_factory):
     tables, split = make_synthetic(40, 30, mean_len=10, seed=0)
     fs = build_features(tables, split, FeatureConfig(max_hist_len=4, max_multi_len=3))
-    attach_row_ids(fs, tables, split)
-    ids = fs.info["row_ids"]
+    ids = {k: fs.row_ids(k) for k in ("user", "item")}
     folder = synthetic_embeddings(tmp_path_factory.mktemp("emb"), ids, dim=12, max_chunks=3,
                                   coverage=0.7, seed=0)
     cfg = AugmentConfig(embeddings=str(folder), score_hidden=8, value_dim=8, kar_hidden=[16, 8])
-    return fs, cfg, load_knowledge(cfg, fs)
+    return fs, cfg, load_knowledge(cfg, ids)
 
 
 def _loss(model, batch):
     out = model(batch)
-    logits, aux = out if isinstance(out, tuple) else (out, None)
+    logits, aux = out["logit"], out.get("aux_loss")
     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["label"])
     return logits, loss + aux if aux is not None else loss
 
@@ -55,10 +54,10 @@ def _loss(model, batch):
 def test_every_backbone_runs_with_knowledge(name, method, setup):
     fs, cfg, tables = setup
     torch.manual_seed(0)
-    model = build_augmented(name, _args(name), fs, tables, method, cfg, "fields")
+    model = build_augmented(name, _args(name), fs.spec, tables, method, cfg, "fields")
     assert model.backbone.spec.dense[dense_name("item")] == (8 if method == "kser" else 8)
     model.train()
-    batch = RowFeatureSet.wrap(fs).batch(torch.arange(16))
+    batch = fs.batch(torch.arange(16))
     logits, loss = _loss(model, batch)
     assert logits.shape == (16,) and torch.isfinite(logits).all()
     loss.backward()
@@ -73,8 +72,8 @@ def test_missing_knowledge_gives_zero_vectors(setup):
     fs, cfg, tables = setup
     torch.manual_seed(0)
     for method in ("kar", "kser"):
-        model = build_augmented("dnn", _args("dnn"), fs, tables, method, cfg, "fields").eval()
-        batch = RowFeatureSet.wrap(fs).batch(torch.arange(len(fs)))
+        model = build_augmented("dnn", _args("dnn"), fs.spec, tables, method, cfg, "fields").eval()
+        batch = fs.batch(torch.arange(len(fs)))
         vecs, _, _ = model.knowledge(batch)
         for kind, v in vecs.items():
             rows = batch[f"{kind}_row"]
@@ -91,14 +90,14 @@ def test_residual_injection_starts_as_the_plain_backbone(name, setup):
     fs, cfg, tables = setup
     torch.manual_seed(0)
     backbone = registry.build_backbone(name, copy.deepcopy(fs.spec), **_args(name)).eval()
-    batch = RowFeatureSet.wrap(fs).batch(torch.arange(20))
+    batch = fs.batch(torch.arange(20))
     with torch.no_grad():
         plain = backbone(batch)
     model = KnowledgeAugmented(backbone, "kser", tables, cfg, "residual", freeze_backbone=True)
     with torch.no_grad():
-        torch.testing.assert_close(model(batch), plain, rtol=0, atol=0)
+        torch.testing.assert_close(model(batch)["logit"], plain["logit"], rtol=0, atol=0)
         model.residual_gate.fill_(1.0)
-        assert not torch.equal(model(batch), plain)
+        assert not torch.equal(model(batch)["logit"], plain["logit"])
 
 
 def test_fields_injection_needs_declared_fields(setup):
@@ -114,11 +113,11 @@ def test_extractor_only_training_keeps_the_backbone_bit_identical(setup, tmp_pat
     backbone = registry.build_backbone("din", copy.deepcopy(fs.spec), embed_dim=8, hidden=(16, 8),
                                        batch_norm=True, dropout=0.2)
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    model = build_augmented("din", {}, fs, tables, "kser", cfg, "residual", backbone=backbone)
+    model = build_augmented("din", {}, fs.spec, tables, "kser", cfg, "residual", backbone=backbone)
     ext_before = {k: v.clone() for k, v in model.extractor.state_dict().items()}
     tcfg = TrainConfig(device="cpu", batch_size=32, epochs=2, patience=5, checkpoint=False,
                        eval_test=False)
-    trainer = Trainer(model, RowFeatureSet.wrap(fs), tcfg, output_dir=None)
+    trainer = Trainer(model, fs, tcfg, output_dir=None)
     assert all(p.requires_grad is False for p in backbone.parameters())
     # the optimiser holds only the extractor's parameters (and the residual gate)
     n_opt = sum(p.numel() for g in trainer.optimizer.param_groups for p in g["params"])
@@ -153,6 +152,7 @@ def test_run_train_with_augment_and_both_strategies(setup, tmp_path):
     assert ext["injection"] == "residual" and "backbone_result" in ext
     assert ext["n_trainable"] < ext["n_parameters"]
     assert (tmp_path / "kser-extractor" / "backbone" / "best.safetensors").is_file()
+    assert (tmp_path / "kser-extractor" / "backbone" / "run.json").is_file()
     assert res[("kser", "all")]["injection"] == "fields"
     with pytest.raises(ValueError, match="strategy extractor"):
         RankConfig(augment="none", strategy="extractor")

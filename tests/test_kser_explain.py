@@ -11,9 +11,9 @@ import torch
 from llmrec.errors import LlmrecError
 from llmrec.knowledge.explain import explain_entity, format_explanation, rank_knowledge
 from llmrec.ranking.features import FeatureConfig, build_features
-from llmrec.ranking.knowledge.augment import RowFeatureSet, build_augmented
+from llmrec.ranking.knowledge.augment import build_augmented
 from llmrec.ranking.knowledge.config import AugmentConfig
-from llmrec.ranking.knowledge.store import attach_row_ids, build_table
+from llmrec.ranking.knowledge.store import build_table
 from llmrec.ranking.synthetic import make_synthetic
 
 
@@ -34,7 +34,6 @@ def test_rank_knowledge_orders_fields_and_chunks():
 def hand_built():
     tables, split = make_synthetic(30, 20, mean_len=8, seed=0)
     fs = build_features(tables, split, FeatureConfig(max_hist_len=3, max_multi_len=2))
-    attach_row_ids(fs, tables, split)
     item = fs.info["row_ids"]["item"][4]
     # one item, fields genre (1 chunk) and plot (3 chunks); the score is tanh of coordinate 0
     D, C = 4, 3
@@ -51,7 +50,7 @@ def hand_built():
                         fs.info["row_ids"]["item"], texts, {"model": "hand"})
     cfg = AugmentConfig(kinds=["item"], dehomogenise=False, score_hidden=D, value_dim=2)
     torch.manual_seed(0)
-    model = build_augmented("dnn", {"embed_dim": 8, "hidden": (8,)}, fs, {"item": table}, "kser",
+    model = build_augmented("dnn", {"embed_dim": 8, "hidden": (8,)}, fs.spec, {"item": table}, "kser",
                             cfg, "fields")
     esf = model.extractor.esf["item"]
     with torch.no_grad():
@@ -63,7 +62,7 @@ def hand_built():
         last.weight.zero_()
         last.bias.copy_(torch.tensor([0.0, 2.0]))  # beta = softmax([0, 2])
     model.eval()
-    return RowFeatureSet.wrap(fs), model, {"item": table}, item
+    return fs, model, {"item": table}, item
 
 
 def test_explain_returns_the_hand_built_ranking(hand_built):

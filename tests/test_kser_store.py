@@ -10,8 +10,7 @@ import torch
 
 from llmrec.errors import DataError
 from llmrec.ranking.features import FeatureConfig, build_features
-from llmrec.ranking.knowledge.store import (attach_row_ids, build_table, coverage, feature_row_ids,
-                                            load_table, training_rows)
+from llmrec.ranking.knowledge.store import build_table, coverage, load_table, training_rows
 from llmrec.ranking.knowledge.synthetic import synthetic_embeddings
 from llmrec.ranking.synthetic import make_synthetic
 
@@ -57,31 +56,34 @@ def test_build_table_aligns_entities_to_rows_sorted_by_field():
     torch.testing.assert_close(means[1], (chunks[0, 1, 0] + chunks[1, 1, 0]).float() / 2)
 
 
-def test_row_ids_match_build_features(data):
+def test_row_ids_name_every_table_row(data):
     tables, split, fs = data
-    ids = feature_row_ids(tables, split)
+    ids = {k: fs.row_ids(k) for k in ("user", "item")}
     assert len(ids["user"]) == fs.tensors["user_table"].shape[0] - 1
     assert len(ids["item"]) == fs.tensors["item_table"].shape[0] - 1
-    attach_row_ids(fs, tables, split)  # checks the item rows against the encoded ids
-    assert fs.info["row_ids"] == ids
-    # the user row of every sample is that sample's user
+    # the item-id column of the item table is exactly the vocabulary ids of the rows' item ids
+    expect = torch.as_tensor(fs.vocabs["item_id"].encode(ids["item"]))
+    assert torch.equal(fs.tensors["item_table"][1:, 0], expect)
+    # the user row of every sample is that sample's user, the item row its item
     users = [ids["user"][r - 1] for r in fs.tensors["user_row"].tolist()]
     assert users == split.samples["user_id"].astype(str).tolist()
     items = [ids["item"][r - 1] for r in fs.tensors["item_row"].tolist()]
     assert items == split.samples["item_id"].astype(str).tolist()
 
 
-def test_row_ids_mismatch_is_an_error(data):
-    tables, split, fs = data
-    other_tables, other_split = make_synthetic(31, 25, mean_len=10, seed=2)
-    with pytest.raises(DataError):
-        attach_row_ids(fs, other_tables, other_split)
+def test_features_without_row_ids_are_an_error(data):
+    from llmrec.ranking.features import FeatureSet
+
+    _, _, fs = data
+    old = FeatureSet(fs.spec, fs.tensors, fs.vocabs, {k: v for k, v in fs.info.items()
+                                                     if k != "row_ids"})
+    with pytest.raises(DataError, match="rebuild them"):
+        old.row_ids("item")
 
 
 def test_load_table_from_an_embeddings_folder(data, tmp_path):
     tables, split, fs = data
-    attach_row_ids(fs, tables, split)
-    ids = fs.info["row_ids"]
+    ids = {k: fs.row_ids(k) for k in ("user", "item")}
     folder = synthetic_embeddings(tmp_path / "emb", {"item": ids["item"][:10]}, dim=8,
                                   max_chunks=2, seed=3)
     t = load_table(folder, "item", ids["item"])

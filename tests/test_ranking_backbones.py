@@ -36,12 +36,12 @@ def _model(name, spec):
 def test_registry_is_explicit_and_complete():
     assert registry.list_backbones()[: len(EXPECTED)] == EXPECTED
     with pytest.raises(ValueError):
-        registry._check_unique(["dnn", "dnn"])
+        registry.register("dnn", object)  # a name is unique across families
     with pytest.raises(ValueError):
         registry.register("DCNv2", object)
     with pytest.raises(ConfigError, match="no hyper-parameter"):
         registry.build_backbone("dnn", None, hiden=(3,))
-    with pytest.raises(ConfigError, match="unknown backbone"):
+    with pytest.raises(ConfigError, match="unknown model"):
         registry.get_backbone("nope")
 
 
@@ -51,7 +51,7 @@ def test_forward_backward_step(name, features):
     model.train()
     batch = features.batch(torch.arange(12))
     out = model(batch)
-    logits, aux = out if isinstance(out, tuple) else (out, None)
+    logits, aux = out["logit"], out.get("aux_loss")
     assert logits.shape == (12,) and torch.isfinite(logits).all()
     loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, batch["label"])
     if aux is not None:
@@ -70,4 +70,4 @@ def test_forward_backward_step(name, features):
     model.eval()
     with torch.no_grad():
         ev = model(batch)
-    assert not isinstance(ev, tuple) and ev.shape == (12,)
+    assert "aux_loss" not in ev and ev["logit"].shape == (12,)

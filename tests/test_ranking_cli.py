@@ -32,7 +32,7 @@ def test_rank_train_config_resolution(tmp_path):
     cfg = load_config(args._config_cls, None, rest)
     assert cfg.model == "din" and cfg.train.epochs == 2 and cfg.model_args == {"embed_dim": 8}
     assert cfg.features.max_hist_len == 10 and cfg.split.protocol == "kar"
-    with pytest.raises(ConfigError, match="unknown backbone"):
+    with pytest.raises(ConfigError, match="unknown model"):
         load_config(args._config_cls, None, ["--model=nope"])
     with pytest.raises(ConfigError, match="train.epoch"):
         load_config(args._config_cls, None, ["--train.epoch=3"])

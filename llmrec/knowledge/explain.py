@@ -8,9 +8,10 @@ item's own embeddings), so they are exact. For a user the query includes the use
 sequence and the target item, so the weights differ per sample: they are averaged over the user's
 samples (at most ``max_samples``), and the output says so.
 
-The model is rebuilt from the run folder of ``llmrec rank train --augment=kser`` (its config in
-``llmrec_meta.json``, its weights in ``best.safetensors``), with the same features and knowledge
-vectors; :func:`rank_knowledge` is the ranking itself, on plain tensors.
+The model is rebuilt from the run folder of ``llmrec rank train --augment=kser`` by
+:func:`~llmrec.ranking.runs.load_run` (no dataset, no split: an item's explanation needs the run
+alone). A user's explanation needs the user's samples, which are encoded from the dataset and
+split the run recorded; :func:`rank_knowledge` is the ranking itself, on plain tensors.
 """
 
 from __future__ import annotations
@@ -71,44 +72,44 @@ def rank_knowledge(alpha, beta, index, field_ids: Sequence[str], texts: Sequence
 
 
 def _load_run(run_dir: str | Path):
-    """(RankConfig, RowFeatureSet, KnowledgeAugmented in eval mode, tables) of a KSER run."""
-    from safetensors.torch import load_file
+    """The loaded KSER run (:class:`~llmrec.ranking.runs.Run`), checked for ESFNet."""
+    from llmrec.ranking.runs import load_run
 
-    from llmrec.artifacts import read_meta
-    from llmrec.config import from_dict
-    from llmrec.ranking.knowledge.augment import RowFeatureSet, build_augmented, resolve_injection
-    from llmrec.ranking.knowledge.store import load_knowledge
-    from llmrec.ranking.pipeline import RankConfig, prepare_features
-    from llmrec.ranking.registry import build_backbone
-
-    run_dir = Path(run_dir)
-    meta = read_meta(run_dir)
-    if not meta or not (run_dir / "best.safetensors").is_file():
-        raise ConfigError(f"{run_dir} is not a finished `llmrec rank train` run (needs "
-                          f"llmrec_meta.json and best.safetensors)")
-    cfg = from_dict(RankConfig, meta["config"])
-    if cfg.augment != "kser":
-        raise ConfigError(f"{run_dir} was trained with augment={cfg.augment!r}; explain needs a "
-                          f"KSER model (augment: kser)")
-    if not cfg.knowledge.esfnet:
+    run = load_run(run_dir)
+    augment = run.record.get("augment") or {}
+    if augment.get("method") != "kser":
+        raise ConfigError(f"{run_dir} was trained with augment={augment.get('method', 'none')!r}; "
+                          f"explain needs a KSER model (augment: kser)")
+    if not augment["knowledge"].get("esfnet", True):
         raise ConfigError(f"{run_dir} was trained without ESFNet (knowledge.esfnet: false): its "
                           f"chunks all weigh the same")
-    fs = prepare_features(cfg)
-    tables = load_knowledge(cfg.knowledge, fs)
-    injection = resolve_injection(cfg.knowledge.injection, cfg.strategy)
-    backbone = None
-    if cfg.strategy == "extractor":
-        backbone = build_backbone(cfg.model, fs.spec, **cfg.model_args)
-    model = build_augmented(cfg.model, dict(cfg.model_args), fs, tables, "kser", cfg.knowledge,
-                            injection, backbone=backbone)
-    model.load_state_dict(load_file(str(run_dir / "best.safetensors")))
-    model.eval()
-    return cfg, RowFeatureSet.wrap(fs), model, tables
+    return run
+
+
+def _user_features(run):
+    """The features of the run's recorded data and split (for a user's samples)."""
+    from llmrec.artifacts import read_meta
+    from llmrec.config import from_dict
+    from llmrec.ranking.pipeline import RankConfig, prepare_features
+
+    meta = read_meta(run.path)
+    if not meta:
+        raise ConfigError(f"{run.path} has no llmrec_meta.json: the user's samples cannot be "
+                          f"found (item explanations need only the run)")
+    fs = prepare_features(from_dict(RankConfig, meta["config"]))
+    if fs.row_ids("user") != run.row_ids["user"]:
+        raise ConfigError(f"the data recorded for {run.path} no longer gives the users it was "
+                          f"trained on: was the dataset or split changed?")
+    return fs
 
 
 def explain_entity(model, fs, tables, kind: str, entity_id: str, n: int = 3,
                    max_samples: int = 256) -> dict[str, Any]:
-    """ESFNet's weights for one entity of a loaded model (see the module docstring)."""
+    """ESFNet's weights for one entity of a loaded model (see the module docstring).
+
+    ``fs`` provides the batch: for an item any feature set with the model's tables (the run's
+    own, :meth:`Run.encode`), for a user one holding the user's samples.
+    """
     import torch
 
     from llmrec.ranking.knowledge.store import ROW_OF
@@ -152,8 +153,25 @@ def explain_entity(model, fs, tables, kind: str, entity_id: str, n: int = 3,
 def explain(cfg: ExplainConfig) -> dict[str, Any]:
     if not cfg.id:
         raise ConfigError("knowledge explain needs the id of an item or user (--id=...)")
-    _, fs, model, tables = _load_run(cfg.run_dir)
-    return explain_entity(model, fs, tables, cfg.entity, cfg.id, cfg.n, cfg.max_samples)
+    import pandas as pd
+
+    run = _load_run(cfg.run_dir)
+    if cfg.entity == "item":
+        # one placeholder sample carries the run's tables; the item is put in by explain_entity
+        first_user = run.row_ids["user"][0] if run.row_ids["user"] else ""
+        fs = run.encode(pd.DataFrame({"user_id": [first_user], "item_id": [cfg.id],
+                                      **_placeholder_context(run)}))
+    else:
+        fs = _user_features(run)
+    return explain_entity(run.model, fs, run.knowledge, cfg.entity, cfg.id, cfg.n,
+                          cfg.max_samples)
+
+
+def _placeholder_context(run) -> dict[str, list]:
+    ctx = {f: [""] for f, _ in run.spec.context_fields}
+    ctx.update({n: [0.0] for n in run.spec.dense if not n.startswith("knowledge_")
+                and not run._entity_dense(n)})
+    return ctx
 
 
 def format_explanation(ex: dict[str, Any], width: int = 100) -> str:

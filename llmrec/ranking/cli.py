@@ -1,9 +1,13 @@
-"""``llmrec rank train|popularity|features|models``: CTR backbones on the GPU ranking engine."""
+"""``llmrec rank train|predict|popularity|features|models``: the GPU ranking engine."""
 
 from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from llmrec.config import option
 
 log = logging.getLogger(__name__)
 
@@ -16,7 +20,9 @@ def _rank_config():
 
 
 def _fmt(m: dict) -> str:
-    return "  ".join(f"{k} {m[k]:.5f}" for k in ("auc", "gauc", "logloss") if k in m)
+    # per-task metrics of multi-task runs ("click.auc") are in metrics.json; show the summary
+    return "  ".join(f"{k} {v:.5f}" for k, v in m.items()
+                     if isinstance(v, float) and "." not in k)
 
 
 def _train(cfg, args) -> int:
@@ -27,7 +33,8 @@ def _train(cfg, args) -> int:
     result = run_train(cfg)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0  # under torchrun, rank 0 reports
-    print(f"{cfg.model}: best epoch {result['best_epoch']} of {result['epochs']}, "
+    print(f"{cfg.model} ({cfg.task.kind}, watching valid {result['task']['monitor']}): "
+          f"best epoch {result['best_epoch']} of {result['epochs']}, "
           f"{result['samples_per_s'] or 0:,.0f} train samples/s on {result['device']}")
     if result.get("augment"):
         cov = ", ".join(f"{k} {c.get('test', 0):.0%}" for k, c in result["coverage"].items())
@@ -67,31 +74,86 @@ def _features(cfg, args) -> int:
 
 
 def _models(cfg, args) -> int:
-    from llmrec.ranking.registry import hyper_parameters, list_backbones
+    from llmrec.ranking.registry import FAMILIES, family_tasks, hyper_parameters, list_models
 
-    for name in list_backbones():
-        hp = ", ".join(f"{k}={v!r}" for k, v in hyper_parameters(name).items())
-        print(f"{name:<9} {hp}")
+    for family in FAMILIES:
+        names = list_models(family)
+        print(f"{family} (tasks: {', '.join(family_tasks(family))}){'' if names else ': none yet'}")
+        for name in names:
+            hp = ", ".join(f"{k}={v!r}" for k, v in hyper_parameters(name).items())
+            print(f"  {name:<13} {hp}")
+    return 0
+
+
+@dataclass
+class PredictConfig:
+    """Score a file of samples with a trained run."""
+
+    run_dir: str = option("runs/rank", help="a run folder written by `llmrec rank train`")
+    samples: str = option("", help="CSV or Parquet file of samples: user_id, item_id, optional "
+                                   "history (item ids, '|'-separated or a list), history_rating "
+                                   "and the run's context columns")
+    out: str = option("", help="where to write the scored samples (.csv or .parquet; default: "
+                               "print the first rows)")
+    device: str = option("cpu", help="cpu or cuda")
+    batch_size: int = option(65536, help="samples per forward pass")
+
+
+def _read_samples(path: str):
+    import pandas as pd
+
+    from llmrec.errors import DataError
+
+    p = Path(path)
+    if not path or not p.is_file():
+        raise DataError(f"rank predict: --samples={path!r} is not a file; give a CSV or Parquet "
+                        f"file with user_id and item_id columns")
+    df = pd.read_parquet(p) if p.suffix == ".parquet" else pd.read_csv(p, dtype={
+        "user_id": str, "item_id": str})
+    return df
+
+
+def _predict(cfg: PredictConfig, args) -> int:
+    from llmrec.artifacts import atomic_file
+    from llmrec.ranking.runs import load_run
+
+    run = load_run(cfg.run_dir, device=cfg.device)
+    scored = run.predict(_read_samples(cfg.samples), batch_size=cfg.batch_size)
+    if not cfg.out:
+        print(scored.head(20).to_string(index=False))
+        return 0
+    out = Path(cfg.out)
+    with atomic_file(out) as fh:
+        if out.suffix == ".parquet":
+            scored.to_parquet(fh, index=False)
+        else:
+            fh.write(scored.to_csv(index=False).encode())
+    print(f"scored {len(scored)} samples with {run.record['model']} -> {out}")
     return 0
 
 
 def register(subparsers) -> None:
     from llmrec.cli import add_config_command
 
-    p = subparsers.add_parser("rank", help="train and evaluate CTR ranking backbones",
-                              description="CTR ranking: features, backbones, GPU trainer.")
+    p = subparsers.add_parser("rank", help="train, evaluate and apply ranking models (CTR, "
+                              "sequential, multi-task, learning to rank)",
+                              description="The ranking engine: features, tasks, model families, "
+                                          "GPU trainer, runs.")
     p.set_defaults(_handler=None, _group_parser=p)
     sub = p.add_subparsers(dest="rank_command", metavar="SUBCOMMAND")
     cfg_cls = _rank_config()
     add_config_command(sub, "train", cfg_cls, _train,
-                       help="train one backbone (early stopping on valid AUC) and report test "
-                            "AUC / gAUC / LogLoss")
+                       help="train one model for its task (early stopping on the task's valid "
+                            "metric) and report its test metrics")
+    add_config_command(sub, "predict", PredictConfig, _predict,
+                       help="score a file of samples with a trained run (no dataset needed)")
     pop = add_config_command(sub, "popularity", cfg_cls, _popularity,
                              help="evaluate the item-popularity baseline on the same features")
     pop.add_argument("--alpha", type=float, default=10.0, help="smoothing toward the prior rate")
     add_config_command(sub, "features", cfg_cls, _features,
                        help="encode features once and save them (--features_path=DIR)")
-    add_config_command(sub, "models", None, _models, help="list backbones and hyper-parameters")
+    add_config_command(sub, "models", None, _models,
+                       help="list the models of every family and their hyper-parameters")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,8 +11,15 @@ Layout (normalised so that per-sample storage is a handful of integers):
   the last ``max_hist_len`` items *before* the sample's position, oldest first, padding 0 after
   the valid ones), ``hist_rating [N, L]`` (rating vocabulary ids), ``label [N]`` (float),
   ``position [N]``;
-* optional dense fields (knowledge vectors) at three levels: per sample ``dense.<name> [N, d]``,
-  per user ``user_dense.<name> [U, d]``, per item ``item_dense.<name> [R, d]``.
+* optional per-sample **context fields** ``context [N, C]`` (categorical, vocabulary ids: BARS
+  Frappe's daytime, weekday, city, ...), **named labels** ``label.<name> [N]`` beside the primary
+  ``label``, **group ids** ``group.<name> [N]`` (query, session; the user group is ``user_row``)
+  and, when asked for, **timestamps** ``time [N]`` and ``hist_time [N, L]`` (seconds);
+* optional dense fields (knowledge vectors, numeric context) at three levels: per sample
+  ``dense.<name> [N, d]``, per user ``user_dense.<name> [U, d]``, per item ``item_dense.<name> [R, d]``.
+
+The entity id of every user-table and item-table row is kept in ``info["row_ids"]`` (see
+:meth:`FeatureSet.row_ids`): knowledge tables and ``rank predict`` look rows up by id.
 
 :meth:`FeatureSet.batch` gathers a batch from index tensors with a few indexing ops, so a trainer
 keeps everything on the device and never builds per-row Python objects.
@@ -67,10 +74,24 @@ class FeatureConfig:
     min_count: int = option(1, help="values seen fewer times than this in training map to unknown")
     use_hist_rating: bool = option(True, help="encode the rating of each behaviour (off: the "
                                               "sequence holds items only, as in most CTR datasets)")
+    use_item_id: bool = option(True, help="include the item id as a field (off: items are known "
+                                          "by their attributes only)")
+    context_fields: list[str] = option([], help="per-sample categorical columns of the split's "
+                                                "samples (e.g. daytime, weekday, city)")
+    numeric_fields: list[str] = option([], help="per-sample numeric columns, each a dense field "
+                                                "of width 1")
+    labels: list[str] = option([], help="extra named label columns of the samples (multi-task, "
+                                        "regression): stored as label.<name>; `label` stays the "
+                                        "primary one")
+    groups: list[str] = option([], help="group-id columns of the samples besides the user (query, "
+                                        "session): stored as group.<name> for listwise tasks and "
+                                        "grouped metrics")
+    timestamps: bool = option(False, help="keep the samples' and behaviours' timestamps (seconds) "
+                                          "as time / hist_time (sequential models with time)")
 
     def __post_init__(self) -> None:
-        if self.max_hist_len < 1:
-            raise ValueError("max_hist_len must be >= 1")
+        if self.max_hist_len < 0:
+            raise ValueError("max_hist_len must be >= 0 (0: no behaviour sequence)")
         if self.max_multi_len < 1:
             raise ValueError("max_multi_len must be >= 1")
 
@@ -90,6 +111,10 @@ class FeatureSpec:
     rating_vocab: int
     max_hist_len: int
     dense: dict[str, int] = field(default_factory=dict)
+    context_fields: list[tuple[str, int]] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)  # named labels besides the primary one
+    groups: list[str] = field(default_factory=list)  # group ids besides the user
+    timestamps: bool = False
 
     @property
     def n_user_fields(self) -> int:
@@ -105,16 +130,25 @@ class FeatureSpec:
         return len(self.dense)
 
     @property
+    def n_context(self) -> int:
+        return len(self.context_fields)
+
+    @property
     def n_fields(self) -> int:
-        """Fields seen by flat (non-sequence) backbones: user, target item, pooled history, dense."""
-        return self.n_user_fields + 2 * self.n_item_slots + self.n_dense
+        """Fields seen by flat (non-sequence) backbones: user, target item, pooled history (when
+        there is a behaviour sequence), context, dense."""
+        hist = self.n_item_slots if self.max_hist_len > 0 else 0
+        return self.n_user_fields + self.n_item_slots + hist + self.n_context + self.n_dense
 
     def to_dict(self) -> dict[str, Any]:
         return {"user_fields": [list(f) for f in self.user_fields],
                 "item_fields": [list(f) for f in self.item_fields],
                 "item_multi_fields": [list(f) for f in self.item_multi_fields],
                 "rating_vocab": self.rating_vocab, "max_hist_len": self.max_hist_len,
-                "dense": dict(self.dense)}
+                "dense": dict(self.dense),
+                "context_fields": [list(f) for f in self.context_fields],
+                "labels": list(self.labels), "groups": list(self.groups),
+                "timestamps": self.timestamps}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureSpec:
@@ -122,7 +156,10 @@ class FeatureSpec:
                    item_fields=[tuple(f) for f in d["item_fields"]],
                    item_multi_fields=[tuple(f) for f in d["item_multi_fields"]],
                    rating_vocab=int(d["rating_vocab"]), max_hist_len=int(d["max_hist_len"]),
-                   dense={k: int(v) for k, v in d.get("dense", {}).items()})
+                   dense={k: int(v) for k, v in d.get("dense", {}).items()},
+                   context_fields=[tuple(f) for f in d.get("context_fields", [])],
+                   labels=list(d.get("labels", [])), groups=list(d.get("groups", [])),
+                   timestamps=bool(d.get("timestamps", False)))
 
 
 def _is_missing(v: Any) -> bool:
@@ -274,12 +311,16 @@ class FeatureSet:
 
     # ----------------------------------------------------------------------------------------
     def batch(self, idx) -> dict[str, Any]:
-        """Gather the samples ``idx`` (int64 tensor) into the dict every backbone takes.
+        """Gather the samples ``idx`` (int64 tensor) into the dict every model takes.
 
         Keys: ``user [B, n_user_fields]``, ``item [B, n_item_fields]``, ``item_multi`` {name:
         [B, G]}, ``hist_item [B, L, n_item_fields]``, ``hist_multi`` {name: [B, L, G]},
         ``hist_rating [B, L]``, ``hist_mask [B, L]`` (bool), ``dense`` {name: [B, d]},
-        ``label [B]`` (float).
+        ``label [B]`` (float), ``user_row`` / ``item_row [B]`` (table rows, for lookups such as
+        knowledge vectors and full-catalogue scoring), ``catalog`` (the whole item table and its
+        multi-valued attributes, ungathered); when the features have them, ``context
+        [B, C]``, ``labels`` {name: [B]}, ``groups`` {name: [B]}, ``time [B]`` and
+        ``hist_time [B, L]``.
         """
         t = self.tensors
         user_row = t["user_row"][idx]
@@ -294,7 +335,21 @@ class FeatureSet:
             "hist_rating": t["hist_rating"][idx],
             "hist_mask": hist_rows > 0,
             "label": t["label"][idx],
+            "user_row": user_row,
+            "item_row": item_row,
+            # the whole item table, not gathered: what full-catalogue scoring embeds
+            "catalog": {"item": t["item_table"],
+                        "item_multi": {m: t[f"item_multi.{m}"] for m in self._multi}},
         }
+        if self.spec.context_fields:
+            out["context"] = t["context"][idx]
+        if self.spec.labels:
+            out["labels"] = {n: t[f"label.{n}"][idx] for n in self.spec.labels}
+        if self.spec.groups:
+            out["groups"] = {n: t[f"group.{n}"][idx] for n in self.spec.groups}
+        if self.spec.timestamps:
+            out["time"] = t["time"][idx]
+            out["hist_time"] = t["hist_time"][idx]
         dense = {}
         for name in self.spec.dense:
             if f"dense.{name}" in t:
@@ -306,9 +361,38 @@ class FeatureSet:
         out["dense"] = dense
         return out
 
-    def groups(self, idx=None):
-        """Group id per sample for gAUC: the user-table row."""
-        return self.tensors["user_row"] if idx is None else self.tensors["user_row"][idx]
+    def groups(self, idx=None, name: str = "user"):
+        """Group id per sample: the user-table row for ``user``, else ``group.<name>``."""
+        key = "user_row" if name == "user" else f"group.{name}"
+        if key not in self.tensors:
+            raise DataError(f"the features have no {name!r} group ids (have: user"
+                            f"{''.join(', ' + g for g in self.spec.groups)}); add the column to "
+                            f"features.groups")
+        return self.tensors[key] if idx is None else self.tensors[key][idx]
+
+    def labels(self, name: str | None = None):
+        """The primary label (``name`` None or ``label``) or the named label ``name``: [N]."""
+        if name in (None, "label"):
+            return self.tensors["label"]
+        if f"label.{name}" not in self.tensors:
+            raise DataError(f"the features have no label {name!r} (have: label"
+                            f"{''.join(', ' + n for n in self.spec.labels)}); add the column to "
+                            f"features.labels")
+        return self.tensors[f"label.{name}"]
+
+    def row_ids(self, kind: str) -> list[str]:
+        """Entity id of every row of the ``user`` or ``item`` table (index i = row i + 1)."""
+        ids = self.info.get("row_ids")
+        if not ids or kind not in ids:
+            raise DataError("these encoded features carry no entity ids per table row "
+                            "(info.row_ids; features saved by an older llmrec): rebuild them by "
+                            "deleting the features_path folder")
+        return ids[kind]
+
+    @property
+    def n_items(self) -> int:
+        """Rows of the item table, padding row 0 included (the catalogue of next-item tasks)."""
+        return int(self.tensors["item_table"].shape[0])
 
     # ----------------------------------------------------------------------------------------
     def save(self, path: str | Path, config: Any = None) -> Path:
@@ -364,7 +448,8 @@ def build_features(data, split, cfg: FeatureConfig | None = None) -> FeatureSet:
 
     ``data`` is a :class:`~llmrec.data.tables.RecData` (or anything with ``df(name)`` and
     ``has(name)``); ``split`` has the ``samples`` and ``history`` DataFrames of
-    :mod:`llmrec.data.splits`.
+    :mod:`llmrec.data.splits`. ``history`` may be None or empty (flat CTR data such as the BARS
+    sets: no behaviour sequences), and then ``position`` may be absent from the samples.
     """
     import pandas as pd
     import torch
@@ -372,11 +457,23 @@ def build_features(data, split, cfg: FeatureConfig | None = None) -> FeatureSet:
     cfg = cfg or FeatureConfig()
     samples = split.samples.reset_index(drop=True)
     history = split.history
+    if history is None or len(history) == 0:
+        history = pd.DataFrame({"user_id": pd.Series([], dtype=object),
+                                "item_id": pd.Series([], dtype=object),
+                                "position": pd.Series([], dtype=np.int64)})
+        if "position" not in samples.columns:
+            samples = samples.assign(position=0)
     if len(samples) == 0:
         raise DataError("the split has no samples to encode")
-    for col in ("user_id", "item_id", "label", "position", "split"):
+    wanted = ["user_id", "item_id", "label", "position", "split", *cfg.context_fields,
+              *cfg.numeric_fields, *cfg.labels, *cfg.groups]
+    if cfg.timestamps:
+        wanted.append("timestamp")
+    for col in wanted:
         if col not in samples.columns:
-            raise DataError(f"split.samples lacks column {col!r} (has: {', '.join(samples.columns)})")
+            raise DataError(f"split.samples lacks column {col!r} (has: {', '.join(samples.columns)})"
+                            + ("; timestamps need a timestamp column in the samples and history"
+                               if col == "timestamp" else ""))
     samples = samples.assign(user_id=samples["user_id"].astype(str),
                              item_id=samples["item_id"].astype(str))
     history = history.assign(user_id=history["user_id"].astype(str),
@@ -384,25 +481,35 @@ def build_features(data, split, cfg: FeatureConfig | None = None) -> FeatureSet:
     history = history.sort_values(["user_id", "position"], kind="stable").reset_index(drop=True)
     # every user's positions must be 0..n-1 so that row = user_start + position
     n_per_user = history.groupby("user_id", sort=False).size()
-    user_start_map = pd.Series(np.concatenate([[0], np.cumsum(n_per_user.to_numpy())[:-1]]),
+    user_start_map = pd.Series(np.concatenate([[0], np.cumsum(n_per_user.to_numpy())[:-1]])
+                               if len(n_per_user) else np.zeros(0, dtype=np.int64),
                                index=n_per_user.index)
     expected_pos = np.arange(len(history)) - user_start_map.loc[history["user_id"]].to_numpy()
     if not np.array_equal(expected_pos, history["position"].to_numpy()):
         raise DataError("split.history positions must run 0..n-1 per user in time order")
     missing_users = ~samples["user_id"].isin(user_start_map.index)
-    if missing_users.any():
+    if len(history) and missing_users.any():
         raise DataError(f"{int(missing_users.sum())} samples belong to users absent from "
                         f"split.history (e.g. {samples.loc[missing_users, 'user_id'].iloc[0]!r})")
 
     # ---- behaviour sequences (past only) ------------------------------------------------------
     L = cfg.max_hist_len
-    starts = user_start_map.loc[samples["user_id"]].to_numpy()
+    starts = (user_start_map.reindex(samples["user_id"]).fillna(0).to_numpy().astype(np.int64)
+              if len(history) else np.zeros(len(samples), dtype=np.int64))
     positions = samples["position"].to_numpy().astype(np.int64)
+    if not len(history):
+        positions = np.zeros(len(samples), dtype=np.int64)
     hist_idx, hist_valid = _history_index(starts, positions, L)
     safe = np.where(hist_valid, hist_idx, 0)
-    hist_items = np.where(hist_valid, history["item_id"].to_numpy()[safe], None)
+    hist_items = (np.where(hist_valid, history["item_id"].to_numpy()[safe], None) if len(history)
+                  else np.full(hist_valid.shape, None, dtype=object))
     hist_ratings_raw = np.where(hist_valid, history["rating"].to_numpy()[safe], np.nan) \
-        if "rating" in history.columns else np.full(hist_valid.shape, np.nan)
+        if "rating" in history.columns and len(history) else np.full(hist_valid.shape, np.nan)
+    if cfg.timestamps:
+        if "timestamp" not in history.columns and len(history):
+            raise DataError("features.timestamps: split.history lacks a timestamp column")
+        hist_time = (np.where(hist_valid, history["timestamp"].to_numpy()[safe], 0)
+                     if len(history) else np.zeros(hist_valid.shape))
 
     is_train = (samples["split"] == "train").to_numpy()
     if not is_train.any():
@@ -469,11 +576,12 @@ def build_features(data, split, cfg: FeatureConfig | None = None) -> FeatureSet:
     all_items = pd.Index(pd.unique(pd.concat([items_df["item_id"], history["item_id"],
                                               samples["item_id"]])))
     attrs = items_df.set_index("item_id").reindex(all_items)
-    icols = [vocabs["item_id"].encode(all_items)]
+    icols = [vocabs["item_id"].encode(all_items)] if cfg.use_item_id else []
     for f in item_fields:
         icols.append(vocabs[f"item.{f}"].encode(attrs[f].tolist()))
     item_table = np.zeros((len(all_items) + 1, len(icols)), dtype=np.int64)
-    item_table[1:] = np.stack(icols, axis=1)
+    if icols:
+        item_table[1:] = np.stack(icols, axis=1)
     G = cfg.max_multi_len
     multi_tables = {}
     for f in multi_fields:
@@ -510,6 +618,30 @@ def build_features(data, split, cfg: FeatureConfig | None = None) -> FeatureSet:
     }
     for f, tab in multi_tables.items():
         tensors[f"item_multi.{f}"] = torch.from_numpy(tab)
+    # ---- per-sample context, labels, groups, timestamps ----------------------------------------
+    for f in cfg.context_fields:
+        vocabs[f"context.{f}"] = Vocab.build(samples.loc[is_train, f].tolist(), cfg.min_count)
+    if cfg.context_fields:
+        tensors["context"] = torch.from_numpy(np.stack(
+            [vocabs[f"context.{f}"].encode(samples[f].tolist()) for f in cfg.context_fields], 1))
+    for name in cfg.labels:
+        try:
+            values = samples[name].to_numpy().astype(np.float32)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"label column {name!r} is not numeric: {exc}") from None
+        tensors[f"label.{name}"] = torch.from_numpy(values)
+    for name in cfg.groups:
+        codes, _ = pd.factorize(samples[name].astype(str))
+        tensors[f"group.{name}"] = torch.from_numpy(codes.astype(np.int64))
+    if cfg.timestamps:
+        tensors["time"] = torch.from_numpy(samples["timestamp"].to_numpy().astype(np.int64))
+        tensors["hist_time"] = torch.from_numpy(np.asarray(hist_time).astype(np.int64))
+    numeric = {}
+    for name in cfg.numeric_fields:
+        try:
+            numeric[name] = samples[name].to_numpy().astype(np.float32)[:, None]
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"numeric field {name!r} is not numeric: {exc}") from None
     split_col = samples["split"].to_numpy()
     for s in pd.unique(split_col):
         tensors[f"split.{s}"] = torch.from_numpy(np.flatnonzero(split_col == s).astype(np.int64))
@@ -518,11 +650,13 @@ def build_features(data, split, cfg: FeatureConfig | None = None) -> FeatureSet:
         [(f, len(vocabs[f"user.{f}"])) for f in user_fields]
     spec = FeatureSpec(
         user_fields=user_field_specs,
-        item_fields=[("item_id", len(vocabs["item_id"]))]
+        item_fields=([("item_id", len(vocabs["item_id"]))] if cfg.use_item_id else [])
         + [(f, len(vocabs[f"item.{f}"])) for f in item_fields],
         item_multi_fields=[(f, len(vocabs[f"item.{f}"]), G) for f in multi_fields],
         rating_vocab=len(vocabs["rating"]),
         max_hist_len=L,
+        context_fields=[(f, len(vocabs[f"context.{f}"])) for f in cfg.context_fields],
+        labels=list(cfg.labels), groups=list(cfg.groups), timestamps=cfg.timestamps,
     )
     info = {
         "n_samples": int(len(samples)),
@@ -532,11 +666,16 @@ def build_features(data, split, cfg: FeatureConfig | None = None) -> FeatureSet:
         "n_users": int(len(all_users)), "n_items": int(len(all_items)),
         "unknown_rate": {
             "item_id": float((item_table[item_row, 0] == UNK)[~is_train].mean())
-            if (~is_train).any() else 0.0,
+            if cfg.use_item_id and (~is_train).any() else 0.0,
             "user_id": float((user_table[user_row, 0] == UNK)[~is_train].mean())
             if cfg.use_user_id and (~is_train).any() else 0.0,
         },
     }
+    # the entity of every table row, in table order: what knowledge lookups and predict key on
+    info["row_ids"] = {"user": [str(u) for u in all_users], "item": [str(i) for i in all_items]}
     log.info("encoded %d samples (%s), %d users, %d items", info["n_samples"], info["splits"],
              info["n_users"], info["n_items"])
-    return FeatureSet(spec, tensors, vocabs, info)
+    fs = FeatureSet(spec, tensors, vocabs, info)
+    for name, values in numeric.items():
+        fs.add_dense(name, values, "sample")
+    return fs

@@ -26,7 +26,8 @@ class Embedded:
 
     ``user [B, U, D]``, ``target [B, K, D]`` (the target item's K slots: id, scalar attributes,
     pooled multi-valued attributes), ``history [B, L, K, D]`` (the behaviour items, same slots, the
-    rating embedding added to the id slot), ``mask [B, L]`` (bool), ``dense [B, n_dense, D]``.
+    rating embedding added to the id slot), ``mask [B, L]`` (bool), ``dense [B, n_dense, D]``,
+    ``context [B, C, D]`` (per-sample categorical fields; None when the features have none).
     """
 
     user: torch.Tensor
@@ -34,6 +35,7 @@ class Embedded:
     history: torch.Tensor
     mask: torch.Tensor
     dense: torch.Tensor | None
+    context: torch.Tensor | None = None
 
     def pooled_history(self) -> torch.Tensor:
         """Masked mean over the behaviour sequence: [B, K, D] (zeros for an empty history)."""
@@ -42,19 +44,27 @@ class Embedded:
         return total / m.sum(1).clamp_min(1.0)
 
     def fields(self, history: torch.Tensor | None = None) -> torch.Tensor:
-        """All fields for flat models: [B, F, D] = user, target item, history, dense.
+        """All fields for flat models: [B, F, D] = user, target item, history, context, dense.
 
         ``history`` ([B, K, D]) replaces the mean-pooled history (a sequence model's summary).
+        Without a behaviour sequence (``max_hist_len`` 0) there is no history field.
         """
-        hist = self.pooled_history() if history is None else history
-        parts = [self.user, self.target, hist]
+        parts = [self.user, self.target]
+        if history is not None:
+            parts.append(history)
+        elif self.history.shape[1] > 0:
+            parts.append(self.pooled_history())
+        if self.context is not None:
+            parts.append(self.context)
         if self.dense is not None:
             parts.append(self.dense)
         return torch.cat(parts, dim=1)
 
-    def context(self) -> torch.Tensor:
+    def non_sequence(self) -> torch.Tensor:
         """Every field except the history: [B, F - K, D] (for sequence models)."""
         parts = [self.user, self.target]
+        if self.context is not None:
+            parts.append(self.context)
         if self.dense is not None:
             parts.append(self.dense)
         return torch.cat(parts, dim=1)
@@ -71,13 +81,18 @@ class FeatureEmbedding(nn.Module):
         super().__init__()
         self.spec = spec
         self.embed_dim = embed_dim
-        sizes = [v for _, v in spec.user_fields] + [v for _, v in spec.item_fields]
+        # user, item and context fields share one table (field offsets): one gather per group
+        sizes = ([v for _, v in spec.user_fields] + [v for _, v in spec.item_fields]
+                 + [v for _, v in spec.context_fields])
         self.n_user = len(spec.user_fields)
         self.n_item = len(spec.item_fields)
-        offsets = torch.tensor([0] + sizes[:-1]).cumsum(0)
-        self.register_buffer("user_offsets", offsets[: self.n_user].clone(), persistent=False)
-        self.register_buffer("item_offsets", offsets[self.n_user:].clone(), persistent=False)
-        self.table = nn.Embedding(sum(sizes), embed_dim)
+        self.n_context = len(spec.context_fields)
+        offsets = torch.tensor([0] + sizes[:-1], dtype=torch.long).cumsum(0)
+        u, i = self.n_user, self.n_user + self.n_item
+        self.register_buffer("user_offsets", offsets[:u].clone(), persistent=False)
+        self.register_buffer("item_offsets", offsets[u:i].clone(), persistent=False)
+        self.register_buffer("context_offsets", offsets[i:].clone(), persistent=False)
+        self.table = nn.Embedding(max(sum(sizes), 1), embed_dim)
         self.multi = nn.ModuleDict({name: nn.Embedding(v, embed_dim, padding_idx=0)
                                     for name, v, _ in spec.item_multi_fields})
         self.rating = nn.Embedding(spec.rating_vocab, embed_dim, padding_idx=0)
@@ -97,8 +112,8 @@ class FeatureEmbedding(nn.Module):
             for emb in self.multi.values():
                 emb.weight[0].zero_()
 
-    def _item(self, ids: torch.Tensor, multi: dict[str, torch.Tensor]) -> torch.Tensor:
-        """[..., n_item] scalar ids + {name: [..., G]} -> [..., K, D]."""
+    def embed_items(self, ids: torch.Tensor, multi: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Item slots: [..., n_item] scalar ids + {name: [..., G]} -> [..., K, D]."""
         parts = [self.table(ids + self.item_offsets)]
         for name, emb in self.multi.items():
             vals = multi[name]
@@ -107,10 +122,19 @@ class FeatureEmbedding(nn.Module):
             parts.append(pooled.unsqueeze(-2))
         return torch.cat(parts, dim=-2)
 
+    def embed_users(self, ids: torch.Tensor) -> torch.Tensor:
+        """User slots: [..., n_user] ids -> [..., U, D]."""
+        return self.table(ids + self.user_offsets)
+
+    def item_table_embeddings(self, item_table: torch.Tensor,
+                              item_multi: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Every item-table row's slots [R, K, D] (full-catalogue scoring)."""
+        return self.embed_items(item_table, item_multi)
+
     def forward(self, batch: dict) -> Embedded:
-        user = self.table(batch["user"] + self.user_offsets)
-        target = self._item(batch["item"], batch["item_multi"])
-        history = self._item(batch["hist_item"], batch["hist_multi"])
+        user = self.embed_users(batch["user"])
+        target = self.embed_items(batch["item"], batch["item_multi"])
+        history = self.embed_items(batch["hist_item"], batch["hist_multi"])
         mask = batch["hist_mask"]
         # the rating tells a liked viewing from a disliked one of the same item: add it to the id
         rate = self.rating(batch["hist_rating"]).unsqueeze(-2)
@@ -120,7 +144,10 @@ class FeatureEmbedding(nn.Module):
         if self.dense_names:
             dense = torch.stack([self.dense[n](batch["dense"][n].to(user.dtype))
                                  for n in self.dense_names], dim=1)
-        return Embedded(user=user, target=target, history=history, mask=mask, dense=dense)
+        context = (self.table(batch["context"] + self.context_offsets) if self.n_context
+                   else None)
+        return Embedded(user=user, target=target, history=history, mask=mask, dense=dense,
+                        context=context)
 
 
 class LinearTerm(nn.Module):
@@ -133,12 +160,15 @@ class LinearTerm(nn.Module):
 
     def __init__(self, spec: FeatureSpec) -> None:
         super().__init__()
-        sizes = [v for _, v in spec.user_fields] + [v for _, v in spec.item_fields]
-        offsets = torch.tensor([0] + sizes[:-1]).cumsum(0)
-        n_user = len(spec.user_fields)
-        self.register_buffer("user_offsets", offsets[:n_user].clone(), persistent=False)
-        self.register_buffer("item_offsets", offsets[n_user:].clone(), persistent=False)
-        self.table = nn.Embedding(sum(sizes), 1)
+        sizes = ([v for _, v in spec.user_fields] + [v for _, v in spec.item_fields]
+                 + [v for _, v in spec.context_fields])
+        offsets = torch.tensor([0] + sizes[:-1], dtype=torch.long).cumsum(0)
+        u, i = len(spec.user_fields), len(spec.user_fields) + len(spec.item_fields)
+        self.n_context = len(spec.context_fields)
+        self.register_buffer("user_offsets", offsets[:u].clone(), persistent=False)
+        self.register_buffer("item_offsets", offsets[u:i].clone(), persistent=False)
+        self.register_buffer("context_offsets", offsets[i:].clone(), persistent=False)
+        self.table = nn.Embedding(max(sum(sizes), 1), 1)
         self.multi = nn.ModuleDict({n: nn.Embedding(v, 1, padding_idx=0)
                                     for n, v, _ in spec.item_multi_fields})
         self.dense = nn.ModuleDict({n: nn.Linear(d, 1, bias=False) for n, d in spec.dense.items()})
@@ -149,6 +179,8 @@ class LinearTerm(nn.Module):
     def forward(self, batch: dict) -> torch.Tensor:
         out = self.table(batch["user"] + self.user_offsets).sum((1, 2))
         out = out + self.table(batch["item"] + self.item_offsets).sum((1, 2))
+        if self.n_context:
+            out = out + self.table(batch["context"] + self.context_offsets).sum((1, 2))
         for name, emb in self.multi.items():
             vals = batch["item_multi"][name]
             m = (vals > 0).to(out.dtype)
@@ -200,9 +232,11 @@ def make_activation(name: str, dim: int | None = None) -> nn.Module:
         return nn.Tanh()
     if name == "silu":
         return nn.SiLU()
+    if name == "elu":
+        return nn.ELU()
     if name == "dice":
         return Dice(dim or 1)
-    raise ValueError(f"unknown activation {name!r} (relu, prelu, sigmoid, tanh, silu, dice)")
+    raise ValueError(f"unknown activation {name!r} (relu, prelu, sigmoid, tanh, silu, elu, dice)")
 
 
 class Dice(nn.Module):

@@ -11,6 +11,8 @@ impression-weighted gAUC of the DIN paper). ``weight="uniform"`` averages them u
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -109,3 +111,74 @@ def ctr_metrics(labels: torch.Tensor, logits: torch.Tensor,
         out["gauc"] = gauc(y, z, groups)
     out["n"] = int(y.numel())
     return out
+
+
+# ------------------------------------------------------------------------------------------------
+# regression and list metrics
+
+
+def regression_metrics(labels: torch.Tensor, preds: torch.Tensor) -> dict[str, float]:
+    """MSE, RMSE and MAE (float64)."""
+    y = labels.reshape(-1).to(torch.float64)
+    p = preds.reshape(-1).to(torch.float64)
+    err = p - y
+    mse = float((err ** 2).mean()) if y.numel() else float("nan")
+    return {"mse": mse, "rmse": math.sqrt(mse) if mse == mse else mse,
+            "mae": float(err.abs().mean()) if y.numel() else float("nan"), "n": int(y.numel())}
+
+
+def pad_groups(scores: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor):
+    """Lay samples of contiguous groups out as padded lists: ``(scores [G, M], labels [G, M],
+    mask [G, M])``. Samples of one group must be adjacent (sort by group first)."""
+    _, inv, counts = torch.unique_consecutive(groups, return_inverse=True, return_counts=True)
+    starts = torch.cumsum(counts, 0) - counts
+    pos = torch.arange(groups.numel(), device=groups.device) - starts[inv]
+    G, M = counts.numel(), int(counts.max()) if counts.numel() else 0
+    s = scores.new_zeros(G, M)
+    y = labels.to(scores.dtype).new_zeros(G, M)
+    m = torch.zeros(G, M, dtype=torch.bool, device=scores.device)
+    s[inv, pos] = scores
+    y[inv, pos] = labels.to(scores.dtype)
+    m[inv, pos] = True
+    return s, y, m
+
+
+def _sorted_by_score(scores, labels, mask):
+    s = scores.to(torch.float64).masked_fill(~mask, float("-inf"))
+    # ties broken by position (stable), so equal scores give a fixed, reproducible order
+    order = torch.argsort(s, dim=1, descending=True, stable=True)
+    return labels.to(torch.float64).gather(1, order), mask.gather(1, order)
+
+
+def ndcg_at_k(scores, labels, mask, k: int, gain: str = "exp") -> float:
+    """Mean nDCG@k over lists with at least one relevant item (gain 2^y - 1, or y if
+    ``gain="linear"``; discount 1 / log2(rank + 1), rank from 1)."""
+    y_sorted, m_sorted = _sorted_by_score(scores, labels, mask)
+
+    def g(y):
+        return (2 ** y - 1) if gain == "exp" else y
+
+    k = min(k, labels.shape[1]) if labels.dim() == 2 else k
+    disc = 1.0 / torch.log2(torch.arange(k, device=labels.device, dtype=torch.float64) + 2)
+    dcg = (g(y_sorted[:, :k]) * m_sorted[:, :k] * disc).sum(1)
+    ideal = torch.sort(g(labels.to(torch.float64)) * mask, dim=1, descending=True).values[:, :k]
+    idcg = (ideal * disc).sum(1)
+    keep = idcg > 0
+    if not bool(keep.any()):
+        return float("nan")
+    return float((dcg[keep] / idcg[keep]).mean())
+
+
+def err_at_k(scores, labels, mask, k: int, max_grade: float) -> float:
+    """Mean Expected Reciprocal Rank @k (Chapelle et al. 2009): R = (2^y - 1) / 2^max_grade,
+    ERR = sum_r R_r / r * prod_{i<r} (1 - R_i); lists without a relevant item are skipped."""
+    y_sorted, m_sorted = _sorted_by_score(scores, labels, mask)
+    k = min(k, labels.shape[1])
+    r = (2 ** y_sorted[:, :k] - 1) / (2 ** float(max_grade)) * m_sorted[:, :k]
+    stop = torch.cumprod(torch.cat([torch.ones_like(r[:, :1]), 1 - r[:, :-1]], 1), 1)
+    ranks = torch.arange(1, k + 1, device=labels.device, dtype=torch.float64)
+    err = (r * stop / ranks).sum(1)
+    keep = ((labels > 0) & mask).any(1)
+    if not bool(keep.any()):
+        return float("nan")
+    return float(err[keep].mean())

@@ -1,11 +1,15 @@
-"""End-to-end ranking runs: data -> split -> features -> backbone -> trainer -> metrics on disk.
+"""End-to-end ranking runs: data -> split -> features -> model -> trainer -> run folder.
 
-:class:`RankConfig` is what ``llmrec rank train --config FILE.yaml`` resolves; :func:`run_train`
-and :func:`run_popularity` are what the commands (and the benchmark recipes) call.
+This module is the one orchestrator of the ranking engine: :class:`RankConfig` is what
+``llmrec rank train --config FILE.yaml`` resolves; :func:`run_train` and :func:`run_popularity`
+are what the commands (and the benchmark recipes) call. Knowledge augmentation
+(:mod:`llmrec.ranking.knowledge`) only builds models; the training order of its strategies
+(backbone first, then the extractor) is decided here.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +18,10 @@ from typing import Any, Literal
 from llmrec.config import option
 from llmrec.data.loaders import DataConfig
 from llmrec.data.splits import SplitConfig
+from llmrec.errors import ConfigError
 from llmrec.ranking.features import FeatureConfig
 from llmrec.ranking.knowledge.config import AugmentConfig
+from llmrec.ranking.task_config import TaskConfig
 from llmrec.ranking.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -23,7 +29,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RankConfig:
-    """One ranking run: which data, split, features, backbone and training settings."""
+    """One ranking run: which data, split, features, model, task and training settings."""
 
     data: DataConfig = option(default_factory=DataConfig, help="the dataset")
     split: SplitConfig = option(default_factory=SplitConfig, help="the split protocol")
@@ -32,11 +38,14 @@ class RankConfig:
     features: FeatureConfig = option(default_factory=FeatureConfig, help="feature encoding")
     features_path: str | None = option(None, help="cache of encoded features: loaded if it "
                                                   "exists, else built and saved there")
-    model: str = option("dcnv2", help="backbone name (see `llmrec rank models`)")
-    model_args: dict[str, Any] = option({}, help="backbone hyper-parameters, e.g. "
+    model: str = option("dcnv2", help="model name (see `llmrec rank models`)")
+    model_args: dict[str, Any] = option({}, help="model hyper-parameters, e.g. "
                                                  "{embed_dim: 32, hidden: [400, 400]}")
+    task: TaskConfig = option(default_factory=TaskConfig, help="what is learned and how it is "
+                                                               "judged")
     train: TrainConfig = option(default_factory=TrainConfig, help="training settings")
-    output_dir: str = option("runs/rank", help="folder for checkpoints, best weights, metrics")
+    output_dir: str = option("runs/rank", help="run folder: checkpoints, best weights, metrics, "
+                                               "everything `load_run` needs")
     augment: Literal["none", "kar", "kser"] = option(
         "none", help="LLM knowledge: none, kar (KAR's hybrid-expert adaptor) or kser (filtering "
                      "+ alignment); see docs/kser.md")
@@ -47,14 +56,22 @@ class RankConfig:
                                       help="knowledge vectors and KAR / KSER settings")
 
     def __post_init__(self) -> None:
-        from llmrec.ranking.registry import list_backbones
+        from llmrec.ranking.registry import family_of, family_tasks, list_models
 
-        if self.model.lower() not in list_backbones():
-            raise ValueError(f"model: unknown backbone {self.model!r}; choose one of: "
-                             f"{', '.join(list_backbones())}")
+        if self.model.lower() not in list_models():
+            raise ValueError(f"model: unknown model {self.model!r}; choose one of: "
+                             f"{', '.join(list_models())}")
+        family = family_of(self.model)
+        if self.task.kind not in family_tasks(family):
+            raise ValueError(f"model {self.model!r} ({family} family) serves the task(s) "
+                             f"{', '.join(family_tasks(family))}, not task.kind "
+                             f"{self.task.kind!r}")
         if self.strategy == "extractor" and self.augment == "none":
             raise ValueError("strategy extractor trains a knowledge extractor: set augment to "
                              "kar or kser")
+        if self.augment != "none" and family != "ctr":
+            raise ValueError(f"augment {self.augment!r} wraps CTR models; {self.model!r} is in "
+                             f"the {family} family")
 
 
 def prepare_features(cfg: RankConfig):
@@ -70,10 +87,6 @@ def prepare_features(cfg: RankConfig):
     data = load_data(cfg.data)
     split = Split.load(cfg.split_path) if cfg.split_path else make_split(data, cfg.split)
     fs = build_features(data, split, cfg.features)
-    # knowledge augmentation looks entities up by id; rows do not name them otherwise
-    from llmrec.ranking.knowledge.store import attach_row_ids
-
-    attach_row_ids(fs, data, split)
     fs.info["dataset"] = data.name
     fs.info["split_fingerprint"] = getattr(split, "fingerprint", "")
     if cfg.features_path:
@@ -81,11 +94,37 @@ def prepare_features(cfg: RankConfig):
     return fs
 
 
-def run_train(cfg: RankConfig, features=None) -> dict[str, Any]:
-    """Train ``cfg.model`` and write checkpoint, best weights and metrics under ``output_dir``."""
-    import copy
+def model_arguments(cfg: RankConfig, spec) -> dict[str, Any]:
+    """``cfg.model_args``, plus the task's label names for multi-task models that take them."""
+    from llmrec.ranking.registry import hyper_parameters
 
-    from llmrec.ranking.registry import build_backbone
+    args = dict(cfg.model_args)
+    if cfg.task.kind == "multitask" and "tasks" in hyper_parameters(cfg.model) \
+            and "tasks" not in args:
+        args["tasks"] = list(cfg.task.labels) or ["label", *spec.labels]
+    return args
+
+
+def _finish(trainer, cfg: RankConfig, fs, model, args: dict, augment: dict | None) -> dict:
+    from llmrec.ranking.runs import save_run
+
+    try:
+        result = trainer.fit()
+    finally:
+        trainer.close()
+    if cfg.output_dir and trainer.rank == 0:
+        save_run(cfg.output_dir, model=cfg.model, model_args=args, features=fs, task=cfg.task,
+                 augment=augment)
+    result["model"] = cfg.model
+    result["n_parameters"] = sum(p.numel() for p in model.parameters())
+    result["device"] = str(trainer.device)
+    return result
+
+
+def run_train(cfg: RankConfig, features=None) -> dict[str, Any]:
+    """Train ``cfg.model`` and write the run folder (checkpoint, best weights, metrics,
+    ``run.json``) under ``output_dir``."""
+    from llmrec.ranking.registry import build_model
     from llmrec.ranking.trainer import Trainer, seed_everything
 
     fs = features if features is not None else prepare_features(cfg)
@@ -93,19 +132,72 @@ def run_train(cfg: RankConfig, features=None) -> dict[str, Any]:
         # a shared FeatureSet may have been moved to another device by an earlier run
         fs = copy.copy(fs)
     if cfg.augment != "none":
-        from llmrec.ranking.knowledge.augment import run_augmented_train
-
-        return run_augmented_train(cfg, fs)
+        return _run_augmented(cfg, fs)
     seed_everything(cfg.train.seed)
-    model = build_backbone(cfg.model, copy.deepcopy(fs.spec), **cfg.model_args)
-    trainer = Trainer(model, fs, cfg.train, output_dir=cfg.output_dir, run_config=cfg)
-    try:
-        result = trainer.fit()
-    finally:
-        trainer.close()
-    result["model"] = cfg.model
-    result["n_parameters"] = sum(p.numel() for p in model.parameters())
-    result["device"] = str(trainer.device)
+    args = model_arguments(cfg, fs.spec)
+    model = build_model(cfg.model, copy.deepcopy(fs.spec), **args)
+    trainer = Trainer(model, fs, cfg.train, output_dir=cfg.output_dir, run_config=cfg,
+                      task=cfg.task)
+    return _finish(trainer, cfg, fs, model, args, None)
+
+
+def _frozen_backbone(cfg: RankConfig, fs):
+    """Strategy extractor: the trained backbone (``knowledge.backbone_path``, or one trained here
+    without knowledge into ``output_dir/backbone``) and the result of training it, if any."""
+    from llmrec.ranking.runs import load_run
+
+    kcfg = cfg.knowledge
+    base_result = None
+    source = kcfg.backbone_path
+    if not source:
+        base_cfg = copy.deepcopy(cfg)
+        base_cfg.augment, base_cfg.strategy = "none", "all"
+        base_cfg.output_dir = str(Path(cfg.output_dir) / "backbone")
+        base_result = run_train(base_cfg, features=fs)
+        source = base_cfg.output_dir
+    run = load_run(source)
+    if run.record["model"] != cfg.model or run.record["spec"] != fs.spec.to_dict():
+        raise ConfigError(f"knowledge.backbone_path: {source} holds a {run.record['model']!r} "
+                          f"trained on other features than this run's {cfg.model!r}; train the "
+                          f"backbone on the same data, split and features settings")
+    log.info("extractor-only: backbone from %s, frozen", source)
+    return run.model, base_result
+
+
+def _run_augmented(cfg: RankConfig, fs) -> dict[str, Any]:
+    """``rank train`` with ``augment: kar|kser`` (either strategy); see
+    :mod:`llmrec.ranking.knowledge.augment`."""
+    from llmrec.config import to_dict
+    from llmrec.ranking.knowledge.augment import build_augmented, field_means, resolve_injection
+    from llmrec.ranking.knowledge.store import coverage, load_knowledge
+    from llmrec.ranking.trainer import Trainer, seed_everything
+
+    kcfg = cfg.knowledge
+    injection = resolve_injection(kcfg.injection, cfg.strategy)
+    tables = load_knowledge(kcfg, {k: fs.row_ids(k) for k in ("user", "item")})
+    cov = coverage(fs, tables)
+    for kind, c in cov.items():
+        if min(c.values()) < 0.5:
+            log.warning("%s knowledge covers only %s of the samples per split: samples without "
+                        "it get a zero knowledge vector (masked)", kind, c)
+    backbone, base_result = (_frozen_backbone(cfg, fs) if cfg.strategy == "extractor"
+                             else (None, None))
+    seed_everything(cfg.train.seed)
+    means = field_means(tables, fs) if cfg.augment == "kser" else None
+    args = dict(cfg.model_args)
+    model = build_augmented(cfg.model, args, fs.spec, tables, cfg.augment, kcfg, injection,
+                            backbone=backbone, means=means)
+    trainer = Trainer(model, fs, cfg.train, output_dir=cfg.output_dir, run_config=cfg,
+                      task=cfg.task)
+    augment = {"method": cfg.augment, "strategy": cfg.strategy, "injection": injection,
+               "knowledge": to_dict(kcfg)}
+    result = _finish(trainer, cfg, fs, model, args, augment)
+    result.update(augment=cfg.augment, strategy=cfg.strategy, injection=injection, coverage=cov,
+                  n_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
+                  knowledge={k: t.summary() for k, t in tables.items()})
+    if base_result is not None:
+        result["backbone_result"] = {k: base_result[k] for k in ("valid", "test", "best_epoch")
+                                     if k in base_result}
     return result
 
 

@@ -1,4 +1,4 @@
-"""Training loop for CTR backbones with the data resident on the device.
+"""Training loop for every ranking model, with the data resident on the device.
 
 Every tensor of the :class:`~llmrec.ranking.features.FeatureSet` is moved to the device once; an
 epoch is a random permutation drawn on the device and each batch is a slice of it, gathered by
@@ -7,7 +7,9 @@ DataLoader at a fraction of the GPU's rate). On CUDA the forward runs under bf16
 optimiser is the fused Adam; ``compile=true`` wraps the whole step (gather, forward, loss) in
 ``torch.compile``.
 
-Early stopping watches validation AUC; the best weights are restored at the end. After every
+What is learned and judged comes from a :class:`~llmrec.ranking.tasks.Task` (binary by default):
+its loss, its metrics, its batching and the validation metric early stopping watches (with its
+direction); the best weights are restored at the end. After every
 epoch a checkpoint (safetensors: model, optimiser state, RNG states; JSON: epoch, early-stopping
 state, history) is written atomically, and ``resume=true`` continues from it; on CPU the resumed
 run reproduces the uninterrupted run's metrics exactly.
@@ -32,9 +34,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from llmrec.ranking.metrics import ctr_metrics
+from llmrec.ranking.task_config import TaskConfig
+from llmrec.ranking.tasks import Task, build_task
 from llmrec.ranking.train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -88,11 +90,16 @@ def _optimizer_from_tensors(tensors: dict[str, torch.Tensor], meta: dict) -> dic
 
 
 class Trainer:
-    """Train ``model`` on ``features`` (splits ``train`` / ``valid`` / ``test``) with ``cfg``."""
+    """Train ``model`` on ``features`` (splits ``train`` / ``valid`` / ``test``) with ``cfg`` for
+    ``task`` (a :class:`Task`, or a :class:`TaskConfig`; default: binary)."""
 
     def __init__(self, model: torch.nn.Module, features, cfg: TrainConfig,
-                 output_dir: str | Path | None = None, run_config: Any = None) -> None:
+                 output_dir: str | Path | None = None, run_config: Any = None,
+                 task: Task | TaskConfig | None = None) -> None:
         self.cfg = cfg
+        if not isinstance(task, Task):
+            task = build_task(task or TaskConfig(), features.spec)
+        self.task = task
         self.rank, self.local_rank, self.world = _dist_info()
         self.distributed = self.world > 1
         self._owns_group = False
@@ -134,7 +141,7 @@ class Trainer:
         if cfg.compile:
             self._step_fn = torch.compile(self._loss, mode=cfg.compile_mode, dynamic=False)
         self.epoch = 0  # epochs completed
-        self.best_auc = -math.inf
+        self.best_value = task.worst  # of the task's monitored validation metric
         self.best_epoch = 0
         self.bad_epochs = 0
         self.history: list[dict[str, Any]] = []
@@ -150,11 +157,7 @@ class Trainer:
         batch = self.features.batch(idx)
         with self._autocast():
             out = self.model(batch)
-        logits, aux = out if isinstance(out, tuple) else (out, None)
-        loss = F.binary_cross_entropy_with_logits(logits.float(), batch["label"])
-        if aux is not None:
-            loss = loss + aux.float()
-        return loss
+        return self.task.loss(out, batch)
 
     def train_step(self, idx: torch.Tensor) -> torch.Tensor:
         """One optimiser step on samples ``idx``; returns the (detached) loss on the device."""
@@ -170,31 +173,28 @@ class Trainer:
 
     def epoch_batches(self) -> list[torch.Tensor]:
         """This process's batches (index tensors) for one epoch, from the device permutation."""
-        train = self.features.split_index("train")
-        perm = torch.randperm(train.numel(), generator=self.generator, device=self.device)
-        if self.distributed:
-            # equal shard sizes keep the processes' step counts (and DDP's all-reduces) aligned
-            usable = train.numel() - train.numel() % self.world
-            perm = perm[:usable][self.rank::self.world]
-        idx = train[perm]
-        bs = max(1, self.cfg.batch_size // self.world)
-        return list(idx.split(bs))
+        return self.task.epoch_batches(self.features, self.features.split_index("train"),
+                                       self.cfg.batch_size, self.generator, self.rank, self.world)
+
+    @torch.no_grad()
+    def forward_eval(self, idx: torch.Tensor) -> dict:
+        """The model's output dict for samples ``idx`` in eval mode (no grad, autocast)."""
+        self.module.eval()
+        with self._autocast():
+            return self.module(self.features.batch(idx))
 
     @torch.no_grad()
     def predict(self, idx: torch.Tensor) -> torch.Tensor:
-        """Logits for samples ``idx`` (float32, on the device)."""
-        self.module.eval()
-        outs = []
-        for chunk in idx.split(self.cfg.eval_batch_size):
-            with self._autocast():
-                out = self.module(self.features.batch(chunk))
-            outs.append((out[0] if isinstance(out, tuple) else out).float())
+        """The primary score (``logit``) for samples ``idx`` (float32, on the device)."""
+        outs = [self.forward_eval(chunk)["logit"].float()
+                for chunk in idx.split(self.cfg.eval_batch_size)]
         return torch.cat(outs) if outs else torch.empty(0, device=self.device)
 
+    @torch.no_grad()
     def evaluate(self, split: str) -> dict[str, float]:
-        idx = self.features.split_index(split)
-        logits = self.predict(idx)
-        return ctr_metrics(self.features.tensors["label"][idx], logits, self.features.groups(idx))
+        """The task's metrics on split ``split``."""
+        return self.task.evaluate(self.forward_eval, self.features,
+                                  self.features.split_index(split), self.cfg.eval_batch_size)
 
     # ---------------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -202,8 +202,8 @@ class Trainer:
         cfg = self.cfg
         if cfg.resume and self.output_dir and (self.output_dir / CHECKPOINT_DIR).is_dir():
             self.load_checkpoint(self.output_dir / CHECKPOINT_DIR)
-            log.info("resumed from epoch %d (best valid AUC %.5f at epoch %d)", self.epoch,
-                     self.best_auc, self.best_epoch)
+            log.info("resumed from epoch %d (best valid %s %.5f at epoch %d)", self.epoch,
+                     self.task.monitor, self.best_value, self.best_epoch)
         from llmrec.progress import progress
 
         train_time = 0.0
@@ -228,23 +228,25 @@ class Trainer:
                       "train_seconds": dt, "samples_per_s": n * self.world / dt if dt else None,
                       **{f"valid_{k}": v for k, v in valid.items()}}
             self.history.append(record)
-            improved = valid["auc"] > self.best_auc + cfg.min_delta
+            value = self._monitored(valid)
+            improved = self.task.better(value, self.best_value, cfg.min_delta)
             if improved:
-                self.best_auc, self.best_epoch, self.bad_epochs = valid["auc"], self.epoch, 0
+                self.best_value, self.best_epoch, self.bad_epochs = value, self.epoch, 0
                 self.best_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
             else:
                 self.bad_epochs += 1
             if self.rank == 0:
-                log.info("epoch %d: loss %.5f, valid AUC %.5f LogLoss %.5f gAUC %.5f%s (%.0f samples/s)",
-                         self.epoch, record["train_loss"], valid["auc"], valid["logloss"],
-                         valid.get("gauc", float("nan")), " *" if improved else "",
+                shown = "  ".join(f"{k} {v:.5f}" for k, v in valid.items()
+                                  if k != "n" and isinstance(v, float) and "." not in k)
+                log.info("epoch %d: loss %.5f, valid %s%s (%.0f samples/s)", self.epoch,
+                         record["train_loss"], shown, " *" if improved else "",
                          record["samples_per_s"] or 0)
             if cfg.checkpoint and self.output_dir and self.rank == 0:
                 self.save_checkpoint(self.output_dir / CHECKPOINT_DIR)
         if self.best_state is not None:
             self.module.load_state_dict(self.best_state)
         result: dict[str, Any] = {
-            "best_epoch": self.best_epoch, "epochs": self.epoch,
+            "task": self.task.describe(), "best_epoch": self.best_epoch, "epochs": self.epoch,
             "valid": self.evaluate("valid"),
             "train_seconds": train_time,
             "samples_per_s": n_trained * self.world / train_time if train_time else None,
@@ -255,6 +257,15 @@ class Trainer:
         if self.output_dir and self.rank == 0:
             self.save_final(result)
         return result
+
+    def _monitored(self, metrics: dict[str, float]) -> float:
+        if self.task.monitor not in metrics:
+            from llmrec.errors import ConfigError
+
+            raise ConfigError(f"task.monitor {self.task.monitor!r} is not a metric of task "
+                              f"{self.task.kind!r}; its metrics: "
+                              f"{', '.join(k for k in metrics if k != 'n')}")
+        return float(metrics[self.task.monitor])
 
     def close(self) -> None:
         """Tear down the process group if this trainer created it (DDP runs)."""
@@ -280,7 +291,8 @@ class Trainer:
         rng = {"torch_cpu": torch.get_rng_state(), "batch_order": self.generator.get_state().cpu()}
         if self.device.type == "cuda":
             rng["torch_cuda"] = torch.cuda.get_rng_state(self.device)
-        state = {"epoch": self.epoch, "best_auc": self.best_auc, "best_epoch": self.best_epoch,
+        state = {"epoch": self.epoch, "best_value": self.best_value,
+                 "monitor": self.task.monitor, "best_epoch": self.best_epoch,
                  "bad_epochs": self.bad_epochs, "history": self.history, "optimizer": opt_meta,
                  "numpy_rng": _np_state_to_json(), "python_rng": _py_state_to_json()}
         with atomic_dir(path) as tmp:
@@ -314,7 +326,14 @@ class Trainer:
         if (path / BEST_FILE).is_file():
             self.best_state = load_file(str(path / BEST_FILE), device=str(self.device))
         self.epoch = state["epoch"]
-        self.best_auc = state["best_auc"]
+        saved = state.get("monitor", "auc")
+        if saved != self.task.monitor:
+            from llmrec.errors import ConfigError
+
+            raise ConfigError(f"{path} was written while watching valid {saved!r}, this run "
+                              f"watches {self.task.monitor!r}: resume with the same task, or "
+                              f"start afresh in another output_dir")
+        self.best_value = state.get("best_value", state.get("best_auc"))
         self.best_epoch = state["best_epoch"]
         self.bad_epochs = state["bad_epochs"]
         self.history = state["history"]
@@ -325,7 +344,6 @@ class Trainer:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         with atomic_file(self.output_dir / BEST_FILE) as fh:
             fh.write(_safetensors_bytes(_contiguous(self.module.state_dict())))
-        write_json_atomic(self.output_dir / "spec.json", self.features.spec.to_dict())
         write_json_atomic(self.output_dir / METRICS_FILE, result)
         write_meta(self.output_dir, self.run_config, device=_device_name(self.device),
                    world_size=self.world)

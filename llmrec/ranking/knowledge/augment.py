@@ -18,8 +18,9 @@ backbone without knowledge (or loads one), freezes it (parameters and eval mode:
 BatchNorm statistics updates) and trains only the extractor through it, with residual injection,
 so the deployed model is untouched and, at gate 0, reproduced exactly.
 
-Batches need the table rows of their users and items; :class:`RowFeatureSet` is a
-:class:`FeatureSet` whose ``batch`` adds ``user_row`` / ``item_row``.
+Batches carry the table rows of their users and items (``user_row`` / ``item_row``), which is
+how the knowledge tables are indexed. Training runs are orchestrated by
+:mod:`llmrec.ranking.pipeline`; this module only builds models.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import torch
 from torch import nn
 
 from llmrec.errors import ConfigError
-from llmrec.ranking.features import FeatureSet
 from llmrec.ranking.knowledge.kar import HybridExpertAdaptor
 from llmrec.ranking.knowledge.kser import KSERExtractor, info_nce
 from llmrec.ranking.knowledge.store import ROW_OF, KnowledgeTable, training_rows
@@ -44,21 +44,6 @@ log = logging.getLogger(__name__)
 
 def dense_name(kind: str) -> str:
     return f"knowledge_{kind}"
-
-
-class RowFeatureSet(FeatureSet):
-    """A :class:`FeatureSet` whose batches also carry ``user_row`` and ``item_row``."""
-
-    @classmethod
-    def wrap(cls, fs: FeatureSet) -> RowFeatureSet:
-        # shares the tensors (no copy); the spec stays the data's, without knowledge fields
-        return cls(fs.spec, fs.tensors, fs.vocabs, fs.info)
-
-    def batch(self, idx) -> dict[str, Any]:
-        out = super().batch(idx)
-        out["user_row"] = self.tensors["user_row"][idx]
-        out["item_row"] = self.tensors["item_row"][idx]
-        return out
 
 
 def resolve_injection(injection: str, strategy: str) -> str:
@@ -96,7 +81,7 @@ def _residual_hook(module, inputs, output: Embedded):
             m = output.mask.to(history.dtype)[:, :, None, None]
             history = torch.cat([history[:, :, :1] + v[:, None, None] * m, history[:, :, 1:]], dim=2)
     return Embedded(user=user, target=target, history=history, mask=output.mask,
-                    dense=output.dense)
+                    dense=output.dense, context=output.context)
 
 
 class KnowledgeAugmented(nn.Module):
@@ -187,13 +172,13 @@ class KnowledgeAugmented(nn.Module):
         """
         emb = self.backbone.embedding
         # the embedding's own per-item lookup, so queries live in the backbone's space
-        target = emb._item(batch["item"], batch["item_multi"])
+        target = emb.embed_items(batch["item"], batch["item_multi"])
         out = {"item": target}
         if "user" in self.kinds:
             parts = []
             if emb.n_user:
-                parts.append(emb.table(batch["user"] + emb.user_offsets))
-            hist = emb._item(batch["hist_item"], batch["hist_multi"])
+                parts.append(emb.embed_users(batch["user"]))
+            hist = emb.embed_items(batch["hist_item"], batch["hist_multi"])
             m = batch["hist_mask"].to(hist.dtype)[:, :, None, None]
             parts.append((hist * m).sum(1) / m.sum(1).clamp_min(1.0))
             if self.user_query_target:
@@ -245,9 +230,9 @@ class KnowledgeAugmented(nn.Module):
         out = self.backbone(batch)
         if aux is None or not self.training:
             return out
-        if isinstance(out, tuple):
-            return out[0], out[1] + aux
-        return out, aux
+        out = dict(out)
+        out["aux_loss"] = out["aux_loss"] + aux if "aux_loss" in out else aux
+        return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -256,88 +241,26 @@ def field_means(tables: dict[str, KnowledgeTable], fs) -> dict[str, torch.Tensor
     return {k: t.field_means(training_rows(fs, k)) for k, t in tables.items()}
 
 
-def build_augmented(model_name: str, model_args: dict, fs, tables: dict[str, KnowledgeTable],
+def build_augmented(model_name: str, model_args: dict, spec, tables: dict[str, KnowledgeTable],
                     method: str, cfg, injection: str = "fields",
-                    backbone: nn.Module | None = None) -> KnowledgeAugmented:
-    """A fresh backbone ``model_name`` (or the given, already trained ``backbone``, frozen) wrapped
-    with ``method`` knowledge from ``tables``."""
-    from llmrec.ranking.registry import build_backbone
+                    backbone: nn.Module | None = None,
+                    means: dict[str, torch.Tensor] | None = None) -> KnowledgeAugmented:
+    """A fresh model ``model_name`` for the feature spec ``spec`` (or the given, already trained
+    ``backbone``, frozen) wrapped with ``method`` knowledge from ``tables``.
 
-    means = field_means(tables, fs) if method == "kser" else None
+    ``means`` are KSER's per-field training means (:func:`field_means`); a model about to receive
+    a saved state dict may leave them out (they are part of its weights).
+    """
+    from llmrec.ranking.registry import build_model, hyper_parameters
+
     if backbone is None:
-        from llmrec.ranking.registry import hyper_parameters
-
         # KSER's vectors have the backbone's embedding size, KAR's the experts' output size
         width = cfg.kar_hidden[-1] if method == "kar" else \
             model_args.get("embed_dim", hyper_parameters(model_name).get("embed_dim"))
-        spec = copy.deepcopy(fs.spec)
+        spec = copy.deepcopy(spec)
         if injection == "fields":
             spec = augmented_spec(spec, list(tables), int(width))
-        backbone = build_backbone(model_name, spec, **model_args)
+        backbone = build_model(model_name, spec, **model_args)
         return KnowledgeAugmented(backbone, method, tables, cfg, injection, means=means)
     return KnowledgeAugmented(backbone, method, tables, cfg, injection, freeze_backbone=True,
                               means=means)
-
-
-def load_backbone(model_name: str, model_args: dict, spec, run_dir: str | Path) -> nn.Module:
-    """A backbone trained by ``rank train`` (its ``best.safetensors``)."""
-    from safetensors.torch import load_file
-
-    from llmrec.ranking.registry import build_backbone
-
-    path = Path(run_dir) / "best.safetensors"
-    if not path.is_file():
-        raise ConfigError(f"knowledge.backbone_path: {path} does not exist (train the backbone "
-                          f"with `llmrec rank train` first)")
-    model = build_backbone(model_name, copy.deepcopy(spec), **model_args)
-    model.load_state_dict(load_file(str(path)))
-    return model
-
-
-def run_augmented_train(cfg, fs) -> dict[str, Any]:
-    """``rank train`` with ``augment: kar|kser`` (either strategy); see the module docstring."""
-    from llmrec.ranking.knowledge.store import coverage, load_knowledge
-    from llmrec.ranking.trainer import Trainer, seed_everything
-
-    kcfg = cfg.knowledge
-    injection = resolve_injection(kcfg.injection, cfg.strategy)
-    tables = load_knowledge(kcfg, fs)
-    cov = coverage(fs, tables)
-    for kind, c in cov.items():
-        if min(c.values()) < 0.5:
-            log.warning("%s knowledge covers only %s of the samples per split: samples without "
-                        "it get a zero knowledge vector (masked)", kind, c)
-    rfs = RowFeatureSet.wrap(fs)
-    base_result = None
-    backbone = None
-    if cfg.strategy == "extractor":
-        if kcfg.backbone_path:
-            backbone = load_backbone(cfg.model, cfg.model_args, fs.spec, kcfg.backbone_path)
-            source = kcfg.backbone_path
-        else:
-            from llmrec.ranking.pipeline import run_train
-
-            base_cfg = copy.deepcopy(cfg)
-            base_cfg.augment, base_cfg.strategy = "none", "all"
-            base_cfg.output_dir = str(Path(cfg.output_dir) / "backbone")
-            base_result = run_train(base_cfg, features=fs)
-            source = base_cfg.output_dir
-            backbone = load_backbone(cfg.model, cfg.model_args, fs.spec, source)
-        log.info("extractor-only: backbone from %s, frozen", source)
-    seed_everything(cfg.train.seed)
-    model = build_augmented(cfg.model, dict(cfg.model_args), fs, tables, cfg.augment, kcfg,
-                            injection, backbone=backbone)
-    trainer = Trainer(model, rfs, cfg.train, output_dir=cfg.output_dir, run_config=cfg)
-    try:
-        result = trainer.fit()
-    finally:
-        trainer.close()
-    result.update(model=cfg.model, augment=cfg.augment, strategy=cfg.strategy,
-                  injection=injection, coverage=cov, device=str(trainer.device),
-                  n_parameters=sum(p.numel() for p in model.parameters()),
-                  n_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
-                  knowledge={k: t.summary() for k, t in tables.items()})
-    if base_result is not None:
-        result["backbone_result"] = {k: base_result[k] for k in ("valid", "test", "best_epoch")
-                                     if k in base_result}
-    return result

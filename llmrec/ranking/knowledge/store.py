@@ -15,10 +15,9 @@ block into a :class:`KnowledgeTable`:
   demo cache, an item the LLM was never asked about) get zero vectors and are masked, never
   dropped: their samples still train and evaluate, with the backbone's own features only.
 
-Rows are matched by entity id. ``FeatureSet`` rows do not name their entities, so
-:func:`feature_row_ids` rebuilds the row order of ``build_features`` from the same data and split
-and :func:`attach_row_ids` checks it against the encoded item ids before storing it in
-``fs.info["row_ids"]`` (the pipeline does this whenever it encodes features).
+Rows are matched by entity id: ``build_features`` records the entity of every table row
+(:meth:`~llmrec.ranking.features.FeatureSet.row_ids`), and a saved run keeps them, so a table can
+be aligned without re-reading the data.
 """
 
 from __future__ import annotations
@@ -38,57 +37,6 @@ log = logging.getLogger(__name__)
 
 TABLE_OF = {"user": "user_table", "item": "item_table"}
 ROW_OF = {"user": "user_row", "item": "item_row"}
-
-
-# ------------------------------------------------------------------------------------------------
-def feature_row_ids(data, split) -> dict[str, list[str]]:
-    """Entity id of every user-table and item-table row of ``build_features(data, split)``.
-
-    Index i holds the id of row i + 1 (row 0 is padding). Mirrors the order in which
-    ``build_features`` collects entities: the users/items table first, then histories, then
-    samples, each in first-appearance order.
-    """
-    import pandas as pd
-
-    samples = split.samples.reset_index(drop=True)
-    samples = samples.assign(user_id=samples["user_id"].astype(str),
-                             item_id=samples["item_id"].astype(str))
-    history = split.history.assign(user_id=split.history["user_id"].astype(str),
-                                   item_id=split.history["item_id"].astype(str))
-    history = history.sort_values(["user_id", "position"], kind="stable").reset_index(drop=True)
-    out = {}
-    for kind, table in (("user", "users"), ("item", "items")):
-        col = f"{kind}_id"
-        df = data.df(table) if data.has(table) else pd.DataFrame({col: []})
-        ids = df[col].astype(str).drop_duplicates()
-        out[kind] = [str(x) for x in pd.unique(pd.concat([ids, history[col], samples[col]]))]
-    return out
-
-
-def attach_row_ids(fs, data, split) -> None:
-    """Store the rows' entity ids in ``fs.info["row_ids"]``, after checking them against ``fs``."""
-    ids = feature_row_ids(data, split)
-    for kind in ("user", "item"):
-        rows = fs.tensors[TABLE_OF[kind]].shape[0] - 1
-        if len(ids[kind]) != rows:
-            raise DataError(f"{kind} row ids ({len(ids[kind])}) do not match the feature set's "
-                            f"{rows} {kind} rows; was it built from another split?")
-    if "item_id" in fs.vocabs:
-        # the id column of the item table must be exactly the vocabulary ids of these item ids
-        expect = torch.as_tensor(fs.vocabs["item_id"].encode(ids["item"]))
-        got = fs.tensors["item_table"][1:, 0].cpu()
-        if not torch.equal(expect, got):
-            raise DataError("the item rows of the feature set are not in the expected order")
-    fs.info["row_ids"] = ids
-
-
-def row_ids_of(fs) -> dict[str, list[str]]:
-    ids = fs.info.get("row_ids")
-    if not ids:
-        raise ConfigError("these encoded features carry no entity ids per row (info.row_ids), "
-                          "which knowledge augmentation needs: rebuild them (delete the "
-                          "features_path folder, or call attach_row_ids(fs, data, split))")
-    return ids
 
 
 # ------------------------------------------------------------------------------------------------
@@ -243,10 +191,11 @@ def embeddings_folder(cfg, kind: str) -> Path:
                       "(a `llmrec knowledge embed` folder) or knowledge.cache_dir")
 
 
-def load_knowledge(cfg, fs) -> dict[str, KnowledgeTable]:
-    """Every kind of ``cfg.kinds`` aligned to ``fs``'s rows."""
-    ids = row_ids_of(fs)
-    return {kind: load_table(embeddings_folder(cfg, kind), kind, ids[kind]) for kind in cfg.kinds}
+def load_knowledge(cfg, row_ids: dict[str, list[str]]) -> dict[str, KnowledgeTable]:
+    """Every kind of ``cfg.kinds`` aligned to the table rows named by ``row_ids``
+    ({"user": [...], "item": [...]}, e.g. ``{k: fs.row_ids(k) for k in ("user", "item")}``)."""
+    return {kind: load_table(embeddings_folder(cfg, kind), kind, row_ids[kind])
+            for kind in cfg.kinds}
 
 
 def training_rows(fs, kind: str) -> torch.Tensor:

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmrec.ranking.backbones.autoint import InteractingLayer
-from llmrec.ranking.backbones.base import Backbone
+from llmrec.ranking.models.ctr.autoint import InteractingLayer
+from llmrec.ranking.models.base import Backbone
 from llmrec.ranking.features import FeatureSpec
 
 
@@ -37,7 +37,7 @@ class FiGNN(Backbone):
         self.score = nn.Linear(d, 1)
         self.weight = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, 1, bias=False))
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def forward(self, batch: dict) -> dict:
         h0 = self.embed(batch).fields()
         if self.attention is not None:
             h0 = self.attention(h0)
@@ -53,4 +53,4 @@ class FiGNN(Backbone):
             if self.use_residual:
                 h = h + h0
         weights = self.weight(h).squeeze(-1)
-        return (self.score(h).squeeze(-1) * weights).sum(-1)
+        return {"logit": (self.score(h).squeeze(-1) * weights).sum(-1)}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llmrec.ranking.backbones.base import Backbone
+from llmrec.ranking.models.base import Backbone
 from llmrec.ranking.features import FeatureSpec
 from llmrec.ranking.layers import MLP
 
@@ -48,10 +48,10 @@ class DIN(Backbone):
         self.mlp = MLP(self.flat_dim, list(hidden), out_dim=1, dropout=dropout,
                        batch_norm=batch_norm, activation=activation)
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def forward(self, batch: dict) -> dict:
         e = self.embed(batch)
         b, l, k, d = e.history.shape
         keys = e.history.reshape(b, l, k * d)
         weights = self.attention(e.target.reshape(b, k * d), keys, e.mask)
         interest = (weights.unsqueeze(-1) * keys).sum(1).view(b, k, d)
-        return self.mlp(e.fields(history=interest).flatten(1)).squeeze(-1)
+        return {"logit": self.mlp(e.fields(history=interest).flatten(1)).squeeze(-1)}

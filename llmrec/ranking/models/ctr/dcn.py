@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llmrec.ranking.backbones.base import Backbone
+from llmrec.ranking.models.base import Backbone
 from llmrec.ranking.features import FeatureSpec
 from llmrec.ranking.layers import MLP
 
@@ -39,6 +39,6 @@ class DCN(Backbone):
         self.mlp = MLP(self.flat_dim, list(hidden), dropout=dropout, batch_norm=batch_norm)
         self.head = nn.Linear(self.flat_dim + self.mlp.out_dim, 1)
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def forward(self, batch: dict) -> dict:
         x = self.embed(batch).fields().flatten(1)
-        return self.head(torch.cat([self.cross(x), self.mlp(x)], dim=-1)).squeeze(-1)
+        return {"logit": self.head(torch.cat([self.cross(x), self.mlp(x)], dim=-1)).squeeze(-1)}

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmrec.ranking.backbones.base import Backbone
+from llmrec.ranking.models.base import Backbone
 from llmrec.ranking.features import FeatureSpec
 from llmrec.ranking.layers import MLP
 
@@ -57,7 +57,7 @@ class DIEN(Backbone):
         self.mlp = MLP(in_dim, list(hidden), out_dim=1, dropout=dropout, batch_norm=batch_norm,
                        activation=activation)
 
-    def forward(self, batch: dict):
+    def forward(self, batch: dict) -> dict:
         e = self.embed(batch)
         b, l, k, d = e.history.shape
         seq = e.history.reshape(b, l, k * d)
@@ -73,10 +73,10 @@ class DIEN(Backbone):
         for t in range(l):
             h_new = self.augru(states[:, t], h, att[:, t])
             h = torch.where(mask[:, t, None], h_new, h)  # padded steps keep the state
-        out = self.mlp(torch.cat([e.context().flatten(1), h], dim=-1)).squeeze(-1)
+        out = self.mlp(torch.cat([e.non_sequence().flatten(1), h], dim=-1)).squeeze(-1)
         if self.training and self.aux_weight > 0 and l > 1:
-            return out, self.aux_weight * self._aux_loss(states, seq, mask)
-        return out
+            return {"logit": out, "aux_loss": self.aux_weight * self._aux_loss(states, seq, mask)}
+        return {"logit": out}
 
     def _aux_loss(self, states: torch.Tensor, seq: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """State t should tell behaviour t+1 from another user's behaviour (in-batch negative)."""

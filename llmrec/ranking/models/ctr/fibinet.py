@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llmrec.ranking.backbones.base import Backbone
+from llmrec.ranking.models.base import Backbone
 from llmrec.ranking.features import FeatureSpec
 from llmrec.ranking.layers import MLP, LinearTerm
 
@@ -68,8 +68,8 @@ class FiBiNET(Backbone):
         self.mlp = MLP(2 * n_pairs * embed_dim, list(hidden), out_dim=1, dropout=dropout,
                        batch_norm=batch_norm)
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def forward(self, batch: dict) -> dict:
         e = self.embed(batch).fields()
         p = self.bilinear_plain(e)
         q = self.bilinear_se(self.senet(e))
-        return self.linear(batch) + self.mlp(torch.cat([p, q], dim=1).flatten(1)).squeeze(-1)
+        return {"logit": self.linear(batch) + self.mlp(torch.cat([p, q], dim=1).flatten(1)).squeeze(-1)}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llmrec.ranking.backbones.base import Backbone
+from llmrec.ranking.models.base import Backbone
 from llmrec.ranking.features import FeatureSpec
 from llmrec.ranking.layers import MLP, LinearTerm
 
@@ -54,7 +54,7 @@ class XDeepFM(Backbone):
         self.mlp = MLP(self.flat_dim, list(hidden), out_dim=1, dropout=dropout,
                        batch_norm=batch_norm)
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def forward(self, batch: dict) -> dict:
         fields = self.embed(batch).fields()
-        return (self.linear(batch) + self.cin_head(self.cin(fields)).squeeze(-1)
-                + self.mlp(fields.flatten(1)).squeeze(-1))
+        return {"logit": (self.linear(batch) + self.cin_head(self.cin(fields)).squeeze(-1)
+                          + self.mlp(fields.flatten(1)).squeeze(-1))}

@@ -1,4 +1,4 @@
-"""The base class of every backbone: owns the shared feature embedding, returns logits."""
+"""The base class of the models that embed features: owns the shared feature embedding."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from llmrec.ranking.layers import Embedded, FeatureEmbedding
 
 
 class Backbone(nn.Module):
-    """A CTR model: ``forward(batch) -> logits [B]``.
+    """A model over the features of a :class:`FeatureSpec`: ``forward(batch) -> dict``.
 
-    In training mode a backbone with an auxiliary objective (DIEN) returns ``(logits, aux_loss)``;
-    the trainer adds ``aux_loss`` to the click loss.
+    CTR models return ``{"logit": [B]}``; in training mode a model with an auxiliary objective
+    (DIEN) adds ``"aux_loss"`` (a scalar), which the task adds to its loss.
     """
 
     def __init__(self, spec: FeatureSpec, embed_dim: int) -> None:
@@ -28,7 +28,7 @@ class Backbone(nn.Module):
 
     @property
     def flat_dim(self) -> int:
-        """Width of all fields flattened (user, target item, pooled history, dense)."""
+        """Width of all fields flattened (user, target item, pooled history, context, dense)."""
         return self.spec.n_fields * self.embed_dim
 
     def embed(self, batch: dict) -> Embedded:

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmrec.ranking.backbones.base import Backbone
+from llmrec.ranking.models.base import Backbone
 from llmrec.ranking.features import FeatureSpec
 from llmrec.ranking.layers import MLP
 
@@ -54,7 +54,7 @@ class AutoInt(Backbone):
         self.mlp = (MLP(self.flat_dim, list(hidden), out_dim=1, dropout=dropout,
                         batch_norm=batch_norm) if hidden else None)
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def forward(self, batch: dict) -> dict:
         fields = self.embed(batch).fields()
         x = fields
         for layer in self.layers:
@@ -62,4 +62,4 @@ class AutoInt(Backbone):
         out = self.attn_head(x.flatten(1)).squeeze(-1)
         if self.mlp is not None:
             out = out + self.mlp(fields.flatten(1)).squeeze(-1)
-        return out
+        return {"logit": out}

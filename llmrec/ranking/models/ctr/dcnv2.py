@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llmrec.ranking.backbones.base import Backbone
+from llmrec.ranking.models.base import Backbone
 from llmrec.ranking.features import FeatureSpec
 from llmrec.ranking.layers import MLP
 
@@ -52,7 +52,7 @@ class DCNv2(Backbone):
             head_in = self.mlp.out_dim + (d if structure == "parallel" else 0)
         self.head = nn.Linear(head_in, 1)
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def forward(self, batch: dict) -> dict:
         x = self.embed(batch).fields().flatten(1)
         c = self.cross(x)
         if self.structure == "parallel":
@@ -61,4 +61,4 @@ class DCNv2(Backbone):
             h = self.mlp(c)
         else:
             h = c
-        return self.head(h).squeeze(-1)
+        return {"logit": self.head(h).squeeze(-1)}

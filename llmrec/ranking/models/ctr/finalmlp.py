@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llmrec.ranking.backbones.base import Backbone
+from llmrec.ranking.models.base import Backbone
 from llmrec.ranking.features import FeatureSpec
 from llmrec.ranking.layers import MLP
 
@@ -67,7 +67,7 @@ class FinalMLP(Backbone):
         self.mlp2 = MLP(d, list(hidden2), dropout=dropout, batch_norm=batch_norm)
         self.fusion = InteractionAggregation(self.mlp1.out_dim, self.mlp2.out_dim, fusion_heads)
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def forward(self, batch: dict) -> dict:
         e = self.embed(batch)
         hist = e.pooled_history()
         x = e.fields(history=hist).flatten(1)
@@ -77,4 +77,4 @@ class FinalMLP(Backbone):
             x2 = self.fs2(x, e.target.flatten(1))
         else:
             x1 = x2 = x
-        return self.fusion(self.mlp1(x1), self.mlp2(x2))
+        return {"logit": self.fusion(self.mlp1(x1), self.mlp2(x2))}

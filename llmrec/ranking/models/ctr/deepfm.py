@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from llmrec.ranking.backbones.base import Backbone
+from llmrec.ranking.models.base import Backbone
 from llmrec.ranking.features import FeatureSpec
 from llmrec.ranking.layers import MLP, LinearTerm
 
@@ -29,7 +29,7 @@ class DeepFM(Backbone):
         self.mlp = MLP(self.flat_dim, list(hidden), out_dim=1, dropout=dropout,
                        batch_norm=batch_norm, activation=activation)
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def forward(self, batch: dict) -> dict:
         fields = self.embed(batch).fields()
-        return (self.linear(batch) + fm_interaction(fields)
-                + self.mlp(fields.flatten(1)).squeeze(-1))
+        return {"logit": (self.linear(batch) + fm_interaction(fields)
+                          + self.mlp(fields.flatten(1)).squeeze(-1))}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from llmrec.ranking.backbones.base import Backbone
+from llmrec.ranking.models.base import Backbone
 from llmrec.ranking.features import FeatureSpec
 from llmrec.ranking.layers import MLP
 
@@ -21,6 +21,6 @@ class DNN(Backbone):
         self.mlp = MLP(self.flat_dim, list(hidden), out_dim=1, dropout=dropout,
                        batch_norm=batch_norm, activation=activation)
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def forward(self, batch: dict) -> dict:
         x = self.embed(batch).fields().flatten(1)
-        return self.mlp(x).squeeze(-1)
+        return {"logit": self.mlp(x).squeeze(-1)}

@@ -1,0 +1,70 @@
+"""``TaskConfig``: what a ranking run learns and how it is judged (the options of
+:mod:`llmrec.ranking.tasks`).
+
+Kept free of torch imports (like ``train_config.py``): ``llmrec rank train --help`` is built from
+it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from llmrec.config import option
+
+TASK_KINDS = ("binary", "multitask", "regression", "next_item", "listwise")
+LOSSES = {"binary": ("auto", "bce"), "multitask": ("auto", "bce"),
+          "regression": ("auto", "mse", "huber"), "next_item": ("auto", "full", "sampled"),
+          "listwise": ("auto", "softmax", "lambda")}
+
+
+@dataclass
+class TaskConfig:
+    """The learning task: labels, loss, metrics and the validation metric early stopping watches."""
+
+    kind: Literal["binary", "multitask", "regression", "next_item", "listwise"] = option(
+        "binary", help="binary: one click label (BCE; AUC, gAUC, LogLoss); multitask: several "
+                       "named binary labels (weighted BCE; per-task AUC); regression: MSE or "
+                       "Huber (RMSE, MAE); next_item: the sample's item among the whole catalogue "
+                       "(full or sampled softmax; HR/NDCG@k by full ranking, history masked); "
+                       "listwise: samples grouped by a query/session id (softmax or lambda loss; "
+                       "nDCG@k and ERR@k with exponential gain)")
+    labels: list[str] = option([], help="label names: `label` is the primary label, others are "
+                                        "features.labels columns; multitask: one per task "
+                                        "(default: label + every features.labels); regression / "
+                                        "listwise: the one label (default: label)")
+    weights: list[float] = option([], help="multitask: loss weight per task, in labels order "
+                                           "(default 1 each)")
+    loss: str = option("auto", help="binary/multitask: bce; regression: mse (auto) or huber; "
+                                    "next_item: full (auto) or sampled softmax; listwise: "
+                                    "softmax (auto) or lambda")
+    huber_delta: float = option(1.0, help="regression with loss huber: the delta")
+    n_negatives: int = option(100, help="next_item with loss sampled: uniform negatives per batch")
+    ks: list[int] = option([5, 10, 20], help="cutoffs of HR/NDCG@k (next_item) and nDCG/ERR@k "
+                                             "(listwise)")
+    group: str = option("user", help="binary/multitask: the groups of gAUC; listwise: the list "
+                                     "id (a features.groups column, e.g. query)")
+    max_grade: float | None = option(None, help="listwise ERR: the highest relevance grade "
+                                                "(default: the largest training label)")
+    monitor: str | None = option(None, help="validation metric for early stopping and model "
+                                            "choice (default: auc for binary, mean auc over "
+                                            "tasks for multitask, rmse for regression, ndcg@10 "
+                                            "for next_item and listwise)")
+    mode: Literal["auto", "max", "min"] = option(
+        "auto", help="whether the monitored metric is better when larger (auto: from its name)")
+
+    def __post_init__(self) -> None:
+        if self.kind not in TASK_KINDS:
+            raise ValueError(f"task.kind must be one of {', '.join(TASK_KINDS)}, not {self.kind!r}")
+        if self.loss not in LOSSES[self.kind]:
+            raise ValueError(f"task.loss {self.loss!r} does not apply to task {self.kind!r}; "
+                             f"choose one of {', '.join(LOSSES[self.kind])}")
+        if self.weights and len(self.weights) != len(self.labels):
+            raise ValueError(f"task.weights has {len(self.weights)} values but task.labels "
+                             f"{len(self.labels)}: give one weight per label")
+        if self.kind in ("regression", "listwise") and len(self.labels) > 1:
+            raise ValueError(f"task {self.kind!r} learns one label; got {self.labels}")
+        if not self.ks or min(self.ks) < 1:
+            raise ValueError("task.ks must be a non-empty list of cutoffs >= 1")
+        if self.n_negatives < 1:
+            raise ValueError("task.n_negatives must be >= 1")

@@ -1,0 +1,351 @@
+"""Tasks: what a ranking run learns and how it is judged, chosen by :class:`TaskConfig`.
+
+A task owns the labels it reads, the loss, the evaluation metrics and the metric early stopping
+watches (with its direction), and how an epoch is cut into batches. Models stay task-agnostic:
+they return a dict (see :mod:`llmrec.ranking.models`), ``logit [B]`` for one score per sample,
+``logits {task: [B]}`` for multi-task heads, ``hidden [B, H]`` with ``items [R, H]`` (one vector
+per item-table row; score = hidden . items) for next-item models, and ``aux_loss`` (a scalar) for
+an extra objective the trainer adds.
+
+Built in:
+
+- ``binary``: BCE on ``label``; AUC, gAUC (groups: ``task.group``), LogLoss; watches AUC.
+- ``multitask``: weighted BCE over named labels; per-task AUC / gAUC / LogLoss and their mean;
+  watches the mean AUC.
+- ``regression``: MSE or Huber; MSE, RMSE, MAE; watches RMSE (lower is better).
+- ``next_item``: the sample's item among every item-table row (row 0, the padding row, never
+  counts); full softmax or sampled softmax with uniform negatives; evaluation ranks the target
+  against the whole catalogue with the input history masked (never the target itself): rank =
+  number of items scoring strictly higher, HR@k = [rank < k], NDCG@k = 1 / log2(rank + 2), mean
+  over all evaluated samples; watches NDCG@10.
+- ``listwise``: samples grouped by a list id (``group.<name>``, e.g. a query); batches hold whole
+  lists; softmax cross-entropy (labels normalised per list) or a LambdaRank-style pairwise loss
+  weighted by each swap's |delta nDCG|; nDCG@k (exponential gain 2^y - 1) and ERR@k; watches
+  nDCG@10.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+from llmrec.errors import ConfigError
+from llmrec.ranking.metrics import ctr_metrics, err_at_k, ndcg_at_k, pad_groups, regression_metrics
+from llmrec.ranking.task_config import TaskConfig
+
+Forward = Callable[[torch.Tensor], dict]  # sample indices -> the model's output dict (eval mode)
+
+
+def _label(batch: dict, name: str) -> torch.Tensor:
+    return batch["label"] if name == "label" else batch["labels"][name]
+
+
+def _check_labels(names: list[str], spec) -> None:
+    bad = [n for n in names if n != "label" and n not in spec.labels]
+    if bad:
+        raise ConfigError(f"task.labels {bad} are not labels of the features (have: label"
+                          f"{''.join(', ' + n for n in spec.labels)}); add them to features.labels")
+
+
+def _with_aux(loss: torch.Tensor, out: dict) -> torch.Tensor:
+    aux = out.get("aux_loss")
+    return loss if aux is None else loss + aux.float()
+
+
+class Task:
+    """Base: one score per sample, batches are slices of a random permutation."""
+
+    kind = ""
+    default_monitor = ""
+
+    def __init__(self, cfg: TaskConfig, spec) -> None:
+        self.cfg = cfg
+        self.spec = spec
+        self.monitor = cfg.monitor or self.default_monitor
+        mode = cfg.mode
+        if mode == "auto":
+            mode = "min" if self.monitor.split("@")[0].split(".")[-1] in (
+                "rmse", "mse", "mae", "logloss", "loss") else "max"
+        self.mode = mode
+
+    # -- training ----------------------------------------------------------------------------
+    def loss(self, out: dict, batch: dict) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def epoch_batches(self, fs, train: torch.Tensor, batch_size: int, generator: torch.Generator,
+                      rank: int = 0, world: int = 1) -> list[torch.Tensor]:
+        """This process's batches (sample-index tensors) for one epoch."""
+        perm = torch.randperm(train.numel(), generator=generator, device=train.device)
+        if world > 1:
+            # equal shard sizes keep the processes' step counts (and DDP's all-reduces) aligned
+            usable = train.numel() - train.numel() % world
+            perm = perm[:usable][rank::world]
+        return list(train[perm].split(max(1, batch_size // world)))
+
+    # -- evaluation --------------------------------------------------------------------------
+    def evaluate(self, forward: Forward, fs, idx: torch.Tensor, batch_size: int) -> dict[str, float]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def better(self, value: float, best: float, min_delta: float) -> bool:
+        if math.isnan(value):
+            return False
+        return value > best + min_delta if self.mode == "max" else value < best - min_delta
+
+    @property
+    def worst(self) -> float:
+        return -math.inf if self.mode == "max" else math.inf
+
+    def predict_columns(self, out: dict) -> dict[str, torch.Tensor]:
+        """What ``rank predict`` writes per sample."""
+        return {"score": out["logit"].float()}
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "monitor": self.monitor, "mode": self.mode}
+
+    def _logits(self, forward: Forward, idx: torch.Tensor, batch_size: int,
+                key: str = "logit") -> torch.Tensor:
+        outs = [forward(chunk)[key].float() for chunk in idx.split(batch_size)]
+        return torch.cat(outs) if outs else torch.empty(0, device=idx.device)
+
+
+class BinaryTask(Task):
+    kind = "binary"
+    default_monitor = "auc"
+
+    def loss(self, out, batch):
+        return _with_aux(F.binary_cross_entropy_with_logits(out["logit"].float(), batch["label"]),
+                         out)
+
+    def evaluate(self, forward, fs, idx, batch_size):
+        logits = self._logits(forward, idx, batch_size)
+        return ctr_metrics(fs.labels()[idx], logits, fs.groups(idx, self.cfg.group))
+
+    def predict_columns(self, out):
+        return {"score": torch.sigmoid(out["logit"].float())}
+
+
+class MultiTask(Task):
+    kind = "multitask"
+    default_monitor = "auc"
+
+    def __init__(self, cfg, spec):
+        super().__init__(cfg, spec)
+        self.labels = list(cfg.labels) or ["label", *spec.labels]
+        _check_labels(self.labels, spec)
+        self.weights = list(cfg.weights) or [1.0] * len(self.labels)
+
+    def loss(self, out, batch):
+        logits = out["logits"]
+        total = None
+        for name, w in zip(self.labels, self.weights):
+            term = w * F.binary_cross_entropy_with_logits(logits[name].float(), _label(batch, name))
+            total = term if total is None else total + term
+        return _with_aux(total, out)
+
+    def evaluate(self, forward, fs, idx, batch_size):
+        chunks = [forward(c)["logits"] for c in idx.split(batch_size)]
+        groups = fs.groups(idx, self.cfg.group)
+        metrics: dict[str, float] = {}
+        per = {}
+        for name in self.labels:
+            z = torch.cat([c[name].float() for c in chunks])
+            per[name] = ctr_metrics(fs.labels(name)[idx], z, groups)
+            metrics.update({f"{name}.{k}": v for k, v in per[name].items() if k != "n"})
+        for k in ("auc", "gauc", "logloss"):
+            vals = [m[k] for m in per.values() if k in m and not math.isnan(m[k])]
+            metrics[k] = sum(vals) / len(vals) if vals else float("nan")
+        metrics["n"] = int(idx.numel())
+        return metrics
+
+    def predict_columns(self, out):
+        return {f"score.{n}": torch.sigmoid(out["logits"][n].float()) for n in self.labels}
+
+
+class RegressionTask(Task):
+    kind = "regression"
+    default_monitor = "rmse"
+
+    def __init__(self, cfg, spec):
+        super().__init__(cfg, spec)
+        self.label = (cfg.labels or ["label"])[0]
+        _check_labels([self.label], spec)
+
+    def loss(self, out, batch):
+        pred, y = out["logit"].float(), _label(batch, self.label)
+        if self.cfg.loss == "huber":
+            loss = F.huber_loss(pred, y, delta=self.cfg.huber_delta)
+        else:
+            loss = F.mse_loss(pred, y)
+        return _with_aux(loss, out)
+
+    def evaluate(self, forward, fs, idx, batch_size):
+        return regression_metrics(fs.labels(self.label)[idx], self._logits(forward, idx, batch_size))
+
+    def predict_columns(self, out):
+        return {"prediction": out["logit"].float()}
+
+
+class NextItemTask(Task):
+    kind = "next_item"
+    default_monitor = "ndcg@10"
+
+    def loss(self, out, batch):
+        hidden, items, target = out["hidden"].float(), out["items"].float(), batch["item_row"]
+        if self.cfg.loss == "sampled":
+            # uniform negatives shared by the batch; a negative equal to the target is masked
+            neg = torch.randint(1, items.shape[0], (self.cfg.n_negatives,), device=hidden.device)
+            pos = (hidden * items[target]).sum(1, keepdim=True)
+            negs = (hidden @ items[neg].T).masked_fill(neg[None] == target[:, None], float("-inf"))
+            loss = F.cross_entropy(torch.cat([pos, negs], 1), torch.zeros_like(target))
+        else:
+            logits = hidden @ items.T
+            logits[:, 0] = float("-inf")  # the padding row is never an answer
+            loss = F.cross_entropy(logits, target)
+        return _with_aux(loss, out)
+
+    def evaluate(self, forward, fs, idx, batch_size):
+        ks = sorted(self.cfg.ks)
+        sums = {f"{m}@{k}": torch.zeros((), dtype=torch.float64, device=idx.device)
+                for k in ks for m in ("hr", "ndcg")}
+        for chunk in idx.split(batch_size):
+            out = forward(chunk)
+            scores = out["hidden"].float() @ out["items"].float().T
+            rank = full_ranking_rank(scores, fs.tensors["item_row"][chunk],
+                                     fs.tensors["hist_rows"][chunk])
+            for k in ks:
+                hit = rank < k
+                sums[f"hr@{k}"] += hit.double().sum()
+                sums[f"ndcg@{k}"] += torch.where(hit, 1.0 / torch.log2(rank.double() + 2),
+                                                 torch.zeros((), dtype=torch.float64,
+                                                             device=rank.device)).sum()
+        n = max(int(idx.numel()), 1)
+        metrics = {k: float(v) / n for k, v in sums.items()}
+        metrics["n"] = int(idx.numel())
+        return metrics
+
+    def predict_columns(self, out):
+        scores = out["hidden"].float() @ out["items"].float().T
+        scores[:, 0] = float("-inf")
+        top = scores.topk(min(max(self.cfg.ks), scores.shape[1] - 1), dim=1)
+        return {"top_rows": top.indices, "top_scores": top.values}
+
+
+def full_ranking_rank(scores: torch.Tensor, target: torch.Tensor,
+                      history: torch.Tensor) -> torch.Tensor:
+    """0-based rank of ``target [B]`` among all item rows by ``scores [B, R]``: the number of
+    items scoring strictly higher, with row 0 (padding) and the rows of ``history [B, L]`` (0 =
+    padding) masked. The target is never masked: its score is read before masking."""
+    target_score = scores.gather(1, target[:, None])
+    masked = scores.clone()
+    masked[:, 0] = float("-inf")
+    masked.scatter_(1, history, float("-inf"))
+    return (masked > target_score).sum(1)
+
+
+class ListwiseTask(Task):
+    kind = "listwise"
+    default_monitor = "ndcg@10"
+
+    def __init__(self, cfg, spec):
+        super().__init__(cfg, spec)
+        self.label = (cfg.labels or ["label"])[0]
+        _check_labels([self.label], spec)
+        if cfg.group != "user" and cfg.group not in spec.groups:
+            raise ConfigError(f"task.group {cfg.group!r} is not a group of the features (have: "
+                              f"user{''.join(', ' + g for g in spec.groups)}); add the column to "
+                              f"features.groups")
+        self.max_grade = cfg.max_grade
+
+    def _gid(self, batch):
+        return batch["user_row"] if self.cfg.group == "user" else batch["groups"][self.cfg.group]
+
+    def epoch_batches(self, fs, train, batch_size, generator, rank=0, world=1):
+        """Whole lists per batch: lists in random order, packed until ``batch_size`` samples."""
+        g = fs.groups(train, self.cfg.group)
+        order = train[torch.argsort(g, stable=True)]
+        _, counts = torch.unique_consecutive(fs.groups(order, self.cfg.group), return_counts=True)
+        starts = torch.cumsum(counts, 0) - counts
+        perm = torch.randperm(counts.numel(), generator=generator, device=train.device)
+        if world > 1:
+            usable = counts.numel() - counts.numel() % world
+            perm = perm[:usable][rank::world]
+        c, s = counts[perm], starts[perm]
+        offset = torch.cumsum(c, 0) - c
+        within = torch.arange(int(c.sum()), device=train.device) - torch.repeat_interleave(offset, c)
+        idx = order[torch.repeat_interleave(s, c) + within]
+        batch_of = offset // max(1, batch_size // world)
+        sizes = torch.bincount(batch_of, weights=c.double()).long()
+        return [b for b in idx.split(sizes.tolist()) if b.numel()]
+
+    def loss(self, out, batch):
+        scores, labels, mask = pad_groups(out["logit"].float(), _label(batch, self.label),
+                                          self._gid(batch))
+        if self.cfg.loss == "lambda":
+            loss = lambda_loss(scores, labels, mask)
+        else:
+            loss = softmax_list_loss(scores, labels, mask)
+        return _with_aux(loss, out)
+
+    def evaluate(self, forward, fs, idx, batch_size):
+        # evaluation lists must be whole: sort by list id, score in chunks, pad once
+        g = fs.groups(idx, self.cfg.group)
+        idx = idx[torch.argsort(g, stable=True)]
+        scores = self._logits(forward, idx, batch_size)
+        s, y, m = pad_groups(scores, fs.labels(self.label)[idx], fs.groups(idx, self.cfg.group))
+        max_grade = self.max_grade if self.max_grade is not None else \
+            float(fs.labels(self.label)[fs.split_index("train")].max())
+        out: dict[str, float] = {}
+        for k in sorted(self.cfg.ks):
+            out[f"ndcg@{k}"] = ndcg_at_k(s, y, m, k)
+            out[f"err@{k}"] = err_at_k(s, y, m, k, max_grade)
+        out["n_lists"] = int(s.shape[0])
+        out["n"] = int(idx.numel())
+        return out
+
+
+def softmax_list_loss(scores, labels, mask):
+    """Cross-entropy between each list's score softmax and its labels normalised to sum 1;
+    lists without a positive label are skipped."""
+    logp = torch.log_softmax(scores.masked_fill(~mask, float("-inf")), dim=1)
+    y = labels.clamp_min(0) * mask
+    total = y.sum(1, keepdim=True)
+    keep = total.squeeze(1) > 0
+    if not bool(keep.any()):
+        return scores.sum() * 0.0
+    target = y[keep] / total[keep]
+    return -(target * logp[keep].masked_fill(~mask[keep], 0.0)).sum(1).mean()
+
+
+def lambda_loss(scores, labels, mask):
+    """LambdaRank-style loss: for pairs with y_i > y_j in a list, log(1 + exp(-(s_i - s_j)))
+    weighted by |delta nDCG| of swapping them at the current ranking (exponential gain)."""
+    neg_inf = torch.finfo(scores.dtype).min
+    s = scores.masked_fill(~mask, neg_inf)
+    order = torch.argsort(s.detach(), dim=1, descending=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(s.shape[1], device=s.device).expand_as(order))
+    disc = 1.0 / torch.log2(rank.float() + 2)
+    gain = (2 ** labels.clamp_min(0) - 1) * mask
+    ideal = torch.sort(gain, dim=1, descending=True).values
+    idcg = (ideal / torch.log2(torch.arange(s.shape[1], device=s.device).float() + 2)).sum(1)
+    pair = (labels[:, :, None] > labels[:, None, :]) & mask[:, :, None] & mask[:, None, :]
+    pair &= (idcg > 0)[:, None, None]
+    if not bool(pair.any()):
+        return scores.sum() * 0.0
+    delta = ((gain[:, :, None] - gain[:, None, :]) * (disc[:, :, None] - disc[:, None, :])).abs()
+    delta = delta / idcg.clamp_min(1e-12)[:, None, None]
+    diff = scores[:, :, None] - scores[:, None, :]
+    return (F.softplus(-diff) * delta.detach())[pair].sum() / pair.sum()
+
+
+TASKS: dict[str, type[Task]] = {
+    "binary": BinaryTask, "multitask": MultiTask, "regression": RegressionTask,
+    "next_item": NextItemTask, "listwise": ListwiseTask,
+}
+
+
+def build_task(cfg: TaskConfig, spec) -> Task:
+    return TASKS[cfg.kind](cfg, spec)
