@@ -136,13 +136,14 @@ def step_time_ms(base, fs, tables, model: str, steps: int = 20) -> float:
     """Mean wall time of a KSER training step (after 5 warm-up steps) on the train device."""
     import torch
 
-    from llmrec.ranking.knowledge.augment import RowFeatureSet, build_augmented
+    from llmrec.ranking.knowledge.augment import build_augmented, field_means
     from llmrec.ranking.trainer import Trainer
 
     cfg = copy.deepcopy(base)
     cfg.train.checkpoint = False
-    m = build_augmented(model, dict(cfg.model_args), fs, tables, "kser", cfg.knowledge, "fields")
-    tr = Trainer(m, RowFeatureSet.wrap(fs), cfg.train)
+    m = build_augmented(model, dict(cfg.model_args), fs.spec, tables, "kser", cfg.knowledge,
+                        "fields", means=field_means(tables, fs))
+    tr = Trainer(m, fs, cfg.train)
     batches = tr.epoch_batches()[: steps + 5]
     for i, idx in enumerate(batches):
         if i == 5:
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind in base.knowledge.kinds:
         folder = str(embeddings_folder(base.knowledge, kind))
         setattr(base.knowledge, f"{kind}_embeddings", folder)
-    tables = load_knowledge(base.knowledge, fs)
+    tables = load_knowledge(base.knowledge, {k: fs.row_ids(k) for k in ("user", "item")})
     log.info("features and knowledge ready in %.1fs: %s", time.perf_counter() - t0,
              {k: t.summary() for k, t in tables.items()})
     if args.max_step_ms:
