@@ -4,13 +4,21 @@ Every command that writes something writes it through :func:`atomic_dir` or :fun
 so a killed process leaves either the previous state or the complete new one, never a half-written
 file. Beside each artifact it writes ``llmrec_meta.json``: the resolved config, package versions,
 git revision and a timestamp (see :func:`provenance`).
+
+Resumable stages decide whether a finished output can be reused with one scheme:
+:func:`fingerprint` (sha256 of the canonical JSON of the inputs, 16 hex digits) and
+:class:`StepCache` (is this step's output present and made from these inputs? record that it was;
+redo or refuse when it was not).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
+import hashlib
 import json
+import logging
 import os
 import platform
 import shutil
@@ -20,7 +28,11 @@ import tempfile
 import uuid
 from importlib import metadata as _md
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator, Literal
+
+from llmrec.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 META_FILE = "llmrec_meta.json"
 
@@ -62,7 +74,6 @@ def now_iso() -> str:
 def provenance(config: Any = None, **extra: Any) -> dict[str, Any]:
     """The provenance record: resolved config (secrets removed), versions, git revision, time."""
     from llmrec.config import to_dict
-    import dataclasses
 
     if config is not None and dataclasses.is_dataclass(config):
         config = to_dict(config)
@@ -152,3 +163,204 @@ def llmrec_home() -> Path:
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(xdg) / "llmrec"
+
+
+# --------------------------------------------------------------------------- fingerprints
+
+def canonical(obj: Any, exclude: Collection[str] = ()) -> Any:
+    """``obj`` as plain JSON data: dataclasses become dicts (secret options left out), tuples and
+    sets lists, dict keys strings; other leaves are kept (:func:`fingerprint` writes unknown types
+    with ``str``).
+
+    ``exclude`` drops dict keys: a plain name (``batch_size``) wherever it occurs, a dotted one
+    (``agent.label``) only at that path from the root.
+    """
+    names = {e for e in exclude if "." not in e}
+    paths = {tuple(e.split(".")) for e in exclude if "." in e}
+    return _canonical(obj, names, paths, ())
+
+
+def _canonical(obj: Any, names: set[str], paths: set[tuple[str, ...]],
+               at: tuple[str, ...]) -> Any:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        from llmrec.config import to_dict
+
+        obj = to_dict(obj)
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            key = str(k)
+            if key in names or at + (key,) in paths:
+                continue
+            out[key] = _canonical(v, names, paths, at + (key,))
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [_canonical(v, names, paths, at) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return sorted((_canonical(v, names, paths, at) for v in obj), key=repr)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def fingerprint(obj: Any, exclude: Collection[str] = ()) -> str:
+    """16 hex digits of the sha256 of ``obj``'s canonical JSON (sorted keys, see
+    :func:`canonical`): equal for equal content, whatever the dict order."""
+    blob = json.dumps(canonical(obj, exclude), sort_keys=True, ensure_ascii=False, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts (a key on one side only counts)."""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return [] if a == b else [prefix.rstrip(".") or "(value)"]
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += diff_keys(va, vb, f"{prefix}{k}.")
+        elif k not in a or k not in b or va != vb:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+# --------------------------------------------------------------------------- step cache
+
+class StaleStepError(ConfigError):
+    """A step's output exists but was not made from the inputs asked for (and may not be redone)."""
+
+    def __init__(self, message: str, output: Path, changed: list[str]) -> None:
+        super().__init__(message)
+        self.output = output
+        self.changed = changed
+
+
+@dataclasses.dataclass(frozen=True)
+class StepState:
+    """``missing`` (no output), ``unrecorded`` (an output but no record of its inputs),
+    ``stale`` (made from other inputs; ``changed`` names them) or ``fresh``."""
+
+    status: Literal["missing", "unrecorded", "stale", "fresh"]
+    changed: tuple[str, ...] = ()
+
+    @property
+    def fresh(self) -> bool:
+        return self.status == "fresh"
+
+    def describe(self) -> str:
+        if self.status == "unrecorded":
+            return "no record of the inputs it was made from (written by an older llmrec?)"
+        if self.status == "stale":
+            return f"changed: {', '.join(self.changed[:6]) or 'unknown'}" + \
+                (f" and {len(self.changed) - 6} more" if len(self.changed) > 6 else "")
+        return self.status
+
+
+class StepCache:
+    """One resumable step: its output (a file or folder) and the record of the inputs it was
+    made from.
+
+    ``inputs`` names the parts the output depends on (configs, data rows, hashes of upstream
+    files); the record keeps their :func:`fingerprint` (``fingerprint``: all of them,
+    ``input_fingerprints``: each one, so a mismatch names the parts that changed) and, with
+    ``keep_values``, their canonical values (``inputs``, so it names the leaf keys).
+
+    The record lives in a JSON file, by default inside the output: the output itself when it is a
+    ``.json`` file, else ``<output>/llmrec_meta.json``. A step that builds its output in
+    :func:`atomic_dir` or writes it in one :func:`atomic_file` puts :meth:`fields` into it, so the
+    output and its record appear together. A record in a separate file (``record=``) is written by
+    :meth:`record` after the output and removed by :meth:`reuse` before a redo, so a killed redo
+    never leaves an old record beside a new output.
+
+    The protocol: ``if cache.reuse(on_stale=...): load; else: make the output with
+    cache.fields() in it (or call cache.record() after)``.
+    """
+
+    def __init__(self, output: str | Path, inputs: dict[str, Any], *,
+                 record: str | Path | None = None, exclude: Collection[str] = (),
+                 keep_values: bool = False, enabled: bool = True) -> None:
+        self.output = Path(output)
+        if record is None:
+            record = self.output if self.output.suffix == ".json" else self.output / META_FILE
+        self.record_path = Path(record)
+        self.inside = self.record_path == self.output or self.record_path.parent == self.output
+        self.values: dict[str, Any] = canonical(dict(inputs), exclude)
+        self.keep_values = keep_values
+        self.enabled = enabled
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.values)
+
+    @property
+    def input_fingerprints(self) -> dict[str, str]:
+        return {k: fingerprint(v) for k, v in self.values.items()}
+
+    def fields(self) -> dict[str, Any]:
+        """The record's keys, to store in the output's own JSON / provenance file."""
+        out: dict[str, Any] = {"fingerprint": self.fingerprint,
+                               "input_fingerprints": self.input_fingerprints}
+        if self.keep_values:
+            out["inputs"] = self.values
+        return out
+
+    def _stored(self) -> dict[str, Any] | None:
+        if not self.record_path.is_file():
+            return None
+        try:
+            rec = json.loads(self.record_path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+        return rec if isinstance(rec, dict) else None
+
+    def state(self) -> StepState:
+        """Whether the output is there and was made from these inputs."""
+        if not self.output.exists():
+            return StepState("missing")
+        rec = self._stored()
+        if rec is None or "fingerprint" not in rec:
+            return StepState("unrecorded")
+        if rec["fingerprint"] == self.fingerprint:
+            return StepState("fresh")
+        if isinstance(rec.get("inputs"), dict) and self.keep_values:
+            changed = diff_keys(rec["inputs"], self.values)
+        elif isinstance(rec.get("input_fingerprints"), dict):
+            changed = diff_keys(rec["input_fingerprints"], self.input_fingerprints)
+        else:
+            changed = []
+        return StepState("stale", tuple(changed))
+
+    def reuse(self, *, on_stale: Literal["redo", "refuse"] = "redo",
+              made: str = "was made from other inputs", hint: str = "") -> bool:
+        """True if the output can be reused as it is. Otherwise the caller (re)makes it; with
+        ``on_stale="refuse"`` an output made from other inputs (or without a record) raises
+        :class:`StaleStepError` instead, its message ``"<output> <made> (<what changed>);
+        <hint>"``. With ``enabled=False`` nothing is reused."""
+        st = self.state() if self.enabled else StepState("missing")
+        if st.fresh:
+            return True
+        if st.status in ("stale", "unrecorded"):
+            if on_stale == "refuse":
+                raise StaleStepError(f"{self.output} {made} ({st.describe()})"
+                                     + (f"; {hint}" if hint else ""), self.output,
+                                     list(st.changed))
+            log.warning("%s %s (%s); redoing it", self.output, made, st.describe())
+        self.invalidate()
+        return False
+
+    def invalidate(self) -> None:
+        """Remove a separate record file (a record inside the output goes with the output)."""
+        if not self.inside:
+            with contextlib.suppress(FileNotFoundError):
+                self.record_path.unlink()
+
+    def record(self, **extra: Any) -> dict[str, Any]:
+        """Atomically write the record (with ``extra`` keys); a record inside the output keeps
+        the file's other keys."""
+        rec: dict[str, Any] = {}
+        if self.inside:
+            rec = self._stored() or {}
+        rec.update(extra)
+        rec.update(self.fields())
+        write_json_atomic(self.record_path, rec)
+        return rec
