@@ -20,16 +20,14 @@ import logging
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import Iterable
 
 import numpy as np
 import pandas as pd
 
+from llmrec.data.config import DataConfig
 from llmrec.data.tables import RecData, table_from_pandas
 from llmrec.errors import DataError
-
-if TYPE_CHECKING:  # loaders imports this module; the config type is only needed for hints
-    from llmrec.data.loaders import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +39,7 @@ _UNIT_SEP = "\x1f"
 
 # --------------------------------------------------------------------------- paths
 
-def require_path(cfg: "DataConfig", expected: str) -> Path:
+def require_path(cfg: DataConfig, expected: str) -> Path:
     """``cfg.path`` as an existing path, or a DataError saying what the dataset expects there."""
     if cfg.path is None or not str(cfg.path).strip():
         raise DataError(f"dataset {cfg.name!r} needs a path: set path (--data.path) to {expected}")
@@ -51,7 +49,7 @@ def require_path(cfg: "DataConfig", expected: str) -> Path:
     return path
 
 
-def require_folder(cfg: "DataConfig", expected: str) -> Path:
+def require_folder(cfg: DataConfig, expected: str) -> Path:
     path = require_path(cfg, expected)
     if not path.is_dir():
         raise DataError(f"dataset {cfg.name!r}: {path} is a file, not a folder; set path to "
@@ -659,7 +657,7 @@ def _mapped_table(rows: Rows, table: str, mapping: dict[str, str], key: str) -> 
     return out.reset_index(drop=True)
 
 
-def _load_generic(cfg: "DataConfig", fmt: str) -> RecData:
+def _load_generic(cfg: DataConfig, fmt: str) -> RecData:
     path = require_path(cfg, f"a .{fmt} file holding the {cfg.table} table")
     if path.is_dir():
         raise DataError(f"dataset {cfg.name!r}: {path} is a folder; set path to the .{fmt} "
@@ -684,9 +682,9 @@ def _load_generic(cfg: "DataConfig", fmt: str) -> RecData:
     return RecData(name=cfg.name, tables=tables, source=str(path), info={"files": files})
 
 
-def load_csv(cfg: "DataConfig") -> RecData:
+def load_csv(cfg: DataConfig) -> RecData:
     return _load_generic(cfg, "csv")
 
 
-def load_parquet(cfg: "DataConfig") -> RecData:
+def load_parquet(cfg: DataConfig) -> RecData:
     return _load_generic(cfg, "parquet")

@@ -9,19 +9,16 @@ gives (ML-1M and ML-100K), or just the ids seen in the data (ml-latest).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from llmrec.data.config import DataConfig, bundled_path
 from llmrec.data.generic import (
     Rows, expect_files, find_file, interactions_frame, make_table, read_delimited,
     require_folder, split_genres, users_from, warn_unknown_items, year_from_title,
 )
 from llmrec.data.tables import RecData
-
-if TYPE_CHECKING:
-    from llmrec.data.loaders import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +56,9 @@ def _none_if_empty(s: pd.Series) -> pd.Series:
 
 # --------------------------------------------------------------------------- ml-latest
 
-def load_ml_latest_small(cfg: "DataConfig") -> RecData:
+def load_ml_latest_small(cfg: DataConfig) -> RecData:
     """ml-latest-small (bundled when ``path`` is unset) or any ml-latest style CSV folder."""
     if cfg.path is None:
-        from llmrec.data.loaders import bundled_path  # loaders imports this module
-
         folder = bundled_path("ml-latest-small")
     else:
         folder = require_folder(cfg, "a MovieLens ml-latest folder with ratings.csv and "
@@ -132,7 +127,7 @@ def load_ml_latest_small(cfg: "DataConfig") -> RecData:
 
 # --------------------------------------------------------------------------- ML-1M
 
-def load_ml_1m(cfg: "DataConfig") -> RecData:
+def load_ml_1m(cfg: DataConfig) -> RecData:
     """MovieLens-1M style folder: ``::``-separated movies.dat (latin-1), users.dat, ratings."""
     folder = require_folder(cfg, "a MovieLens-1M folder with movies.dat and ratings.dat "
                             "(or ratings*.dat.gz); users.dat is optional")
@@ -190,7 +185,7 @@ def load_ml_1m(cfg: "DataConfig") -> RecData:
 
 # --------------------------------------------------------------------------- ML-100K
 
-def load_ml_100k(cfg: "DataConfig") -> RecData:
+def load_ml_100k(cfg: DataConfig) -> RecData:
     """MovieLens-100K style folder: u.data (tab), u.item ('|', latin-1, genre flags), u.user."""
     folder = require_folder(cfg, "a MovieLens-100K folder with u.data and u.item "
                             "(u.user and u.genre are optional)")

@@ -12,19 +12,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from llmrec.data.config import DataConfig
 from llmrec.data.generic import (
     find_file, make_table, read_delimited, read_json, read_jsonl, require_path,
     year_from_title,
 )
 from llmrec.data.tables import RecData
 from llmrec.errors import DataError
-
-if TYPE_CHECKING:
-    from llmrec.data.loaders import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +93,7 @@ def _dialogue_rows(path: Path) -> tuple[pd.DataFrame, dict[str, str]]:
     return df, mention_titles
 
 
-def load_redial(cfg: "DataConfig") -> RecData:
+def load_redial(cfg: DataConfig) -> RecData:
     """ReDial conversations from ``{split}_data.jsonl`` (or a given .jsonl) + movie names."""
     expected = (f"a ReDial folder holding {cfg.split}_data.jsonl and movies_with_mentions.csv, "
                 f"or a ReDial .jsonl file")
@@ -149,7 +146,7 @@ def load_redial(cfg: "DataConfig") -> RecData:
 _EVAL_LIST_FIELDS = ("context", "entity", "rec")
 
 
-def load_redial_eval(cfg: "DataConfig") -> RecData:
+def load_redial_eval(cfg: DataConfig) -> RecData:
     """Processed ReDial evaluation turns (``{split}_data_processed.jsonl``) + ``id2info.json``."""
     expected = (f"the ReDial evaluation folder (ievalm/) holding {cfg.split}_data_processed.jsonl "
                 f"and id2info.json")

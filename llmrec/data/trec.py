@@ -11,18 +11,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from llmrec.data.config import DataConfig
 from llmrec.data.generic import (
     WHITESPACE, find_file, make_table, read_delimited, read_json, read_text, require_folder,
 )
 from llmrec.data.tables import RecData
 from llmrec.errors import DataError
-
-if TYPE_CHECKING:
-    from llmrec.data.loaders import DataConfig
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +105,7 @@ def _bm25_json(path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return items, run_df
 
 
-def load_trec(cfg: "DataConfig") -> RecData:
+def load_trec(cfg: DataConfig) -> RecData:
     """A TREC relevance folder: queries, judgments, and optional run and passage texts."""
     folder = require_folder(cfg, "a folder with topics*.txt and qrels*.txt (optionally a "
                             "*trec_results*.txt run and a bm25_retrieve_results*.json)")
