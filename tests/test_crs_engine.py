@@ -219,6 +219,18 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     assert _run(tmp_path, tasks=TASKS[:1], max_rounds=2, resume=False)[0].new == 1
 
 
+def test_run_json_of_an_earlier_version_still_resumes(tmp_path):
+    """run.json used to hold {fingerprint, config}; the fingerprint is computed the same way."""
+    _run(tmp_path, tasks=TASKS[:1])
+    run_file = tmp_path / "run" / "run.json"
+    rec = json.loads(run_file.read_text())
+    assert set(rec) == {"fingerprint", "input_fingerprints", "inputs"}
+    run_file.write_text(json.dumps({"fingerprint": rec["fingerprint"], "config": rec["inputs"]}))
+    assert _run(tmp_path, tasks=TASKS[:1])[0].new == 0
+    with pytest.raises(ConfigError, match="holds a run with different settings"):
+        _run(tmp_path, tasks=TASKS[:1], max_rounds=2)
+
+
 def test_failed_turns_are_recorded_not_repaired(tmp_path):
     class Broken(Scripted):
         def _reply(self, conv):

@@ -10,6 +10,8 @@ This stage owns everything a simulated recommendation dialogue needs:
 - :mod:`~llmrec.crs.tasks` and :mod:`~llmrec.crs.persona`: evaluation tasks with a hidden target
   and the simulated user's persona, built leakage-aware from MovieLens ratings or ReDial dialogues;
 - :mod:`~llmrec.crs.simulator`: the AILO user simulator (policy, response, three raters);
+- :mod:`~llmrec.crs.transcript`: the typed transcript records (turns, steps, searches, ratings)
+  the engine writes and ECPO reads, and their JSONL store;
 - :mod:`~llmrec.crs.engine`: runs many dialogues at once, batching each step's LLM calls across
   them, and appends every finished transcript to disk so a rerun resumes;
 - :mod:`~llmrec.crs.metrics`: SR, Recall@5, rounds, rater averages and the pairwise win rate (WR)

@@ -13,7 +13,9 @@ move, phase by phase, so that each kind of LLM work is one batched backend call:
 A finished dialogue is appended at once, as one JSON line, to ``<out>/transcripts.jsonl`` (flushed
 and fsynced), so a killed run loses at most the dialogues in flight; a rerun with the same config
 skips the task ids already there (a torn last line from a kill is dropped first). The run's config
-fingerprint is kept in ``<out>/run.json``: resuming with settings that change results is refused.
+fingerprint is kept in ``<out>/run.json`` (a :class:`~llmrec.artifacts.StepCache` record):
+resuming with settings that change results is refused, naming the settings that changed. Records
+are :class:`~llmrec.crs.transcript.Transcript` objects, checked before they are written.
 At the end the engine writes ``metrics.json``, ``transcripts.arrow`` (one row per dialogue) and
 ``llmrec_meta.json`` beside the transcripts.
 
@@ -27,13 +29,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from llmrec.artifacts import StepCache
 from llmrec.config import option, to_dict
 from llmrec.crs.agent import Agent, AgentConfig
 from llmrec.crs.catalog import Catalog, CatalogConfig
@@ -41,15 +43,19 @@ from llmrec.crs.decide import DecisionStats, choose
 from llmrec.crs.metrics import outcome, search_hits_target, summarize, turn_hits_target
 from llmrec.crs.simulator import DEDUCTIONS, END, OPENING, Simulator, SimulatorConfig
 from llmrec.crs.tasks import Task, TaskConfig
+from llmrec.crs.transcript import TRANSCRIPTS, Transcript, TranscriptStore, turn_from_dict
 from llmrec.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-TRANSCRIPTS = "transcripts.jsonl"
 RUN_FILE = "run.json"
-# LLM / catalog settings that change speed, not results: excluded from the resume fingerprint.
-_RUNTIME_KEYS = {"batch_size", "device", "concurrency", "timeout", "retries",
-                 "gpu_memory_utilization", "max_model_len", "fast_decode", "api_key_env", "cache"}
+# LLM / catalog settings that change speed, not results (wherever they occur), and the agent's
+# label (a name for reports): excluded from the resume fingerprint.
+_RUNTIME_KEYS = ("batch_size", "device", "concurrency", "timeout", "retries",
+                 "gpu_memory_utilization", "max_model_len", "fast_decode", "api_key_env", "cache",
+                 "agent.label")
+# the settings that decide a run's transcripts (not `out`, `in_flight`, `resume`, `show`)
+_RESULT_SECTIONS = ("tasks", "catalog", "agent", "simulator", "max_rounds", "seed")
 
 
 @dataclass
@@ -81,91 +87,23 @@ def call_seed(*parts: Any) -> int:
     return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
 
 
-def result_fingerprint(cfg: SimulationConfig) -> tuple[str, dict[str, Any]]:
-    """Hash of the settings that decide a run's transcripts (not `out`, batch sizes, devices)."""
-    def strip(d):
-        if isinstance(d, dict):
-            return {k: strip(v) for k, v in d.items() if k not in _RUNTIME_KEYS}
-        return d
-
+def result_inputs(cfg: SimulationConfig) -> dict[str, Any]:
+    """The settings that decide a run's transcripts, by section (runtime keys are excluded when
+    they are fingerprinted, see :func:`run_step`)."""
     full = to_dict(cfg)
-    keep = {k: strip(full[k]) for k in ("tasks", "catalog", "agent", "simulator", "max_rounds",
-                                        "seed")}
-    keep["agent"].pop("label", None)
-    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16], keep
+    return {k: full[k] for k in _RESULT_SECTIONS}
 
 
-# --------------------------------------------------------------------------- transcript store
+def run_step(cfg: SimulationConfig) -> StepCache:
+    """The run folder's transcripts as a resumable step: its record is ``run.json``."""
+    out = Path(cfg.out)
+    return StepCache(out / TRANSCRIPTS, result_inputs(cfg), record=out / RUN_FILE,
+                     exclude=_RUNTIME_KEYS, keep_values=True, enabled=cfg.resume)
 
-class TranscriptStore:
-    """``transcripts.jsonl`` in the run folder: append-only, one finished dialogue per line."""
 
-    def __init__(self, out: str | Path) -> None:
-        self.out = Path(out)
-        self.path = self.out / TRANSCRIPTS
-
-    def load(self) -> list[dict[str, Any]]:
-        """Finished records; a torn trailing line (a killed writer) is cut off the file."""
-        if not self.path.is_file():
-            return []
-        data = self.path.read_bytes()
-        records, good_end, seen = [], 0, set()
-        pos = 0
-        while pos < len(data):
-            nl = data.find(b"\n", pos)
-            if nl < 0:
-                break  # no newline: the last write did not finish
-            line = data[pos:nl]
-            try:
-                rec = json.loads(line) if line.strip() else None
-            except json.JSONDecodeError:
-                break
-            if rec is not None and rec["task_id"] not in seen:
-                seen.add(rec["task_id"])
-                records.append(rec)
-            pos = good_end = nl + 1
-        if good_end < len(data):
-            log.warning("%s: dropping %d bytes of an unfinished record (interrupted run)",
-                        self.path, len(data) - good_end)
-            with open(self.path, "r+b") as fh:
-                fh.truncate(good_end)
-                fh.flush()
-                os.fsync(fh.fileno())
-        return records
-
-    def append(self, record: dict[str, Any]) -> None:
-        self.out.mkdir(parents=True, exist_ok=True)
-        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode()
-        with open(self.path, "ab") as fh:
-            fh.write(line)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-    def reset(self) -> None:
-        if self.path.exists():
-            self.path.unlink()
-
-    def export_arrow(self, records: Sequence[dict[str, Any]]) -> Path:
-        """One row per dialogue: outcome columns plus the whole transcript as JSON."""
-        import pyarrow as pa
-
-        from llmrec.artifacts import atomic_file
-
-        rows = []
-        for r in records:
-            o = outcome(r)
-            rows.append({"task_id": r["task_id"], "dataset": r["task"]["dataset"],
-                         "user_id": r["task"]["user_id"], "target_id": r["task"]["target_id"],
-                         "target_title": r["task"]["target_title"], "success": o["success"],
-                         "recall5": o["recall5"], "rounds": o["rounds"],
-                         "end_reason": r.get("end_reason"),
-                         "transcript": json.dumps(r, ensure_ascii=False, default=str)})
-        table = pa.Table.from_pylist(rows)
-        path = self.out / "transcripts.arrow"
-        with atomic_file(path, "wb") as fh:
-            with pa.ipc.new_file(fh, table.schema) as writer:
-                writer.write_table(table)
-        return path
+def result_fingerprint(cfg: SimulationConfig) -> str:
+    """Fingerprint of the settings that decide a run's transcripts."""
+    return run_step(cfg).fingerprint
 
 
 # --------------------------------------------------------------------------- dialogues
@@ -527,20 +465,22 @@ class Engine:
             d.phase = "user"
 
     # -- records -----------------------------------------------------------------------------------
-    def record(self, d: Dialogue) -> dict[str, Any]:
+    def record(self, d: Dialogue) -> Transcript:
         turns = []
-        for t in d.turns:
+        for i, t in enumerate(d.turns):
             t = dict(t)
             t.pop("recommended_idx", None)
             if "searches" in t:
                 t["searches"] = [{k: v for k, v in s.items() if not k.startswith("_")}
                                  for s in t["searches"]]
-            turns.append(t)
-        rec = {"task_id": d.task.task_id, "task": d.task.to_dict(), "turns": turns,
-               "end_reason": d.end_reason, "max_rounds": self.cfg.max_rounds,
-               "seed": self.cfg.seed, "models": self.identity(), "prompts": self.prompt_hashes(),
-               "seconds": round(time.time() - d.started, 2)}
-        rec.update(outcome(rec))
+            turns.append(turn_from_dict(t, f"{d.task.task_id}: turns[{i}]"))
+        rec = Transcript(task_id=d.task.task_id, task=d.task, turns=turns,
+                         end_reason=d.end_reason, max_rounds=self.cfg.max_rounds,
+                         seed=self.cfg.seed, models=self.identity(),
+                         prompts=self.prompt_hashes(),
+                         seconds=round(time.time() - d.started, 2))
+        for k, v in outcome(rec.to_dict()).items():
+            setattr(rec, k, v)
         return rec
 
     # -- the loop ----------------------------------------------------------------------------------
@@ -551,19 +491,14 @@ class Engine:
         cfg = self.cfg
         out = Path(cfg.out)
         store = TranscriptStore(out)
-        fp, fp_cfg = result_fingerprint(cfg)
-        run_file = out / RUN_FILE
-        if cfg.resume and run_file.is_file():
-            saved = json.loads(run_file.read_text())
-            if saved.get("fingerprint") != fp:
-                diff = _diff(saved.get("config", {}), fp_cfg)
-                raise ConfigError(
-                    f"{out} holds a run with different settings ({', '.join(diff[:6]) or '?'}); "
-                    f"use another --out, or --resume=false to start over")
-        elif not cfg.resume:
+        step = run_step(cfg)
+        resumed = step.reuse(on_stale="refuse", made="holds a run with different settings",
+                             hint="use another --out, or --resume=false to start over")
+        if not resumed:
             store.reset()
-        write_json_atomic(run_file, {"fingerprint": fp, "config": fp_cfg})
-        done = store.load() if cfg.resume else []
+        step.record()
+        fp = step.fingerprint
+        done = store.load() if resumed else []
         done_ids = {r["task_id"] for r in done}
         pending = deque(t for t in self.tasks if t.task_id not in done_ids)
         if done_ids:
@@ -581,8 +516,9 @@ class Engine:
                 self.user_phase([d for d in live if d.phase == "user"])
                 self.agent_phase([d for d in live if d.phase == "agent"])
                 for d in [d for d in live if d.phase == "done"]:
-                    rec = self.record(d)
-                    store.append(rec)
+                    transcript = self.record(d)
+                    store.append(transcript)
+                    rec = transcript.to_dict()
                     new.append(rec)
                     live.remove(d)
                     bar.update(1)
@@ -605,17 +541,6 @@ class Engine:
         write_meta(out, cfg, **{k: run_info[k] for k in ("models", "prompts", "fingerprint")})
         return RunResult(out=out, records=records, metrics={**metrics, "run": run_info},
                          new=len(new))
-
-
-def _diff(a: dict[str, Any], b: dict[str, Any], prefix: str = "") -> list[str]:
-    keys = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k), b.get(k)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            keys += _diff(va, vb, f"{prefix}{k}.")
-        elif va != vb:
-            keys.append(f"{prefix}{k}")
-    return keys
 
 
 def run_simulation(cfg: SimulationConfig, *, backends: dict[str, Any] | None = None,
@@ -660,5 +585,5 @@ def format_transcript(record: dict[str, Any], *, reasons: bool = True) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["Engine", "RunResult", "SimulationConfig", "TranscriptStore", "format_transcript",
-           "run_simulation", "call_seed"]
+__all__ = ["Engine", "RunResult", "SimulationConfig", "Transcript", "TranscriptStore",
+           "format_transcript", "run_simulation", "call_seed"]
