@@ -13,7 +13,7 @@ from llmrec.crs.transcript import (AgentTurn, Rating, Step, Transcript, Transcri
                                    TranscriptStore, UserTurn)
 from test_crs_engine import TASKS, Scripted, _cfg, toy_catalog
 
-# written by the engine before transcripts were typed (commit 6e91933): one dialogue with saved
+# written by the engine before transcripts were typed (05906cd): one dialogue with saved
 # prompts, one in structured decoding, one of failed turns
 V1 = Path(__file__).parent / "data" / "transcripts_v1.jsonl"
 
