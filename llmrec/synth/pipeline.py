@@ -14,21 +14,22 @@ Layout of ``out``::
     results.json          every number of the run; results.md: the tables
 
 Every step writes atomically; with ``reuse`` (default) a step whose output exists and was made
-from the same config values (a fingerprint of the config sections it depends on, upstream ones
-included, stored as ``inputs`` in its provenance) is loaded instead of recomputed, so an
-interrupted run resumes where it stopped and a changed option recomputes exactly the steps it
-affects. ``--reuse=false`` recomputes everything.
+from the same config values (a :class:`~llmrec.artifacts.StepCache` record of the config sections
+it depends on, upstream ones included, stored in its provenance or its JSON) is loaded instead of
+recomputed, so an interrupted run resumes where it stopped and a changed option recomputes exactly
+the steps it affects (the warning names the sections that changed). ``--reuse=false`` recomputes
+everything.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from llmrec.artifacts import StepCache
 from llmrec.config import option
 from llmrec.synth.domains import SynthDataConfig
 from llmrec.synth.embedder import EmbedConfig
@@ -83,7 +84,7 @@ class Run:
             torch.set_num_threads(cfg.threads)
 
     # The config sections each step's output depends on, upstream steps included. A finished
-    # output is reused only if it was made from the same values (its "inputs" fingerprint).
+    # output is reused only if it was made from the same values (its StepCache record).
     _INPUTS = {
         "task": ("data",),
         "score": ("data", "score"),
@@ -95,35 +96,35 @@ class Run:
         "embed:ssra": ("data", "score", "query", "ssra", "embed", "ssra_with_stage1"),
     }
 
-    def inputs(self, step: str) -> str:
-        """Fingerprint of the config values ``step`` depends on."""
+    def _parts(self, step: str) -> dict[str, Any]:
         from llmrec.config import to_dict
-        from llmrec.llm.identity import fingerprint_text
 
-        parts = {}
+        parts: dict[str, Any] = {}
         for name in self._INPUTS[step]:
             if name == "query_gen":  # generation only: the LoRA settings do not matter
                 parts[name] = {k: v for k, v in to_dict(self.cfg.query).items() if k != "lora"}
             else:
-                value = getattr(self.cfg, name)
-                parts[name] = to_dict(value) if dataclasses.is_dataclass(value) else value
-        return fingerprint_text(parts)
+                parts[name] = getattr(self.cfg, name)
+        return parts
+
+    def cache(self, path: Path, step: str) -> StepCache:
+        """``path`` as an output of ``step``: its record sits in the output (the JSON file or the
+        folder's provenance)."""
+        return StepCache(path, self._parts(step), enabled=self.cfg.reuse)
+
+    def inputs(self, step: str) -> str:
+        """Fingerprint of the config values ``step`` depends on."""
+        return self.cache(self.out, step).fingerprint
+
+    def record(self, step: str) -> dict[str, Any]:
+        """The record keys of ``step``'s outputs (stored in their provenance or JSON)."""
+        return self.cache(self.out, step).fields()
 
     def _done(self, path: Path, step: str) -> bool:
-        """True if ``path`` holds a finished output of ``step`` made from the current config."""
-        from llmrec.artifacts import read_meta
-
-        if not (self.cfg.reuse and path.exists()):
-            return False
-        if path.is_file():
-            stored = json.loads(path.read_text()).get("inputs")
-        else:
-            stored = (read_meta(path) or {}).get("inputs")
-        if stored != self.inputs(step):
-            log.warning("%s was made from a different config (or an older version); "
-                        "recomputing it", path)
-            return False
-        return True
+        """True if ``path`` holds a finished output of ``step`` made from the current config
+        (otherwise the step is redone)."""
+        return self.cache(path, step).reuse(on_stale="redo",
+                                            made="was made from a different config")
 
     # -- task ------------------------------------------------------------------------------------
     @property
@@ -136,7 +137,7 @@ class Run:
                 self._task = SynthTask.load(path)
             else:
                 self._task = build_task(self.cfg.data)
-                self._task.save(path, self.cfg.data, inputs=self.inputs("task"))
+                self._task.save(path, self.cfg.data, **self.record("task"))
             log.info("task %s: %s", self._task.name, json.dumps(self._task.summary()))
         return self._task
 
@@ -152,8 +153,7 @@ class Run:
                                           if self.cfg.score.kind == "llm" else None)
             else:
                 self._g = train_score_model(self.cfg.score, self.task.seed, self.task.doc_text())
-                self._g.save(path, self.cfg.score, task=self.task.name,
-                             inputs=self.inputs("score"))
+                self._g.save(path, self.cfg.score, task=self.task.name, **self.record("score"))
         return self._g
 
     def score_report(self) -> dict[str, Any]:
@@ -167,7 +167,7 @@ class Run:
         ev = self.task.eval
         doc_text = self.task.doc_text()
         levels, proba = self.g.predict(ev["query"].tolist(), [doc_text[d] for d in ev["doc_id"]])
-        report: dict[str, Any] = {"inputs": self.inputs("score_report"),
+        report: dict[str, Any] = {**self.record("score_report"),
                                   "model": self.g.identity(), "info": self.g.info,
                                   "heldout": agreement(levels, ev["grade"].astype(int).tolist())}
         if self.cfg.rank_with_g:
@@ -204,7 +204,7 @@ class Run:
                                        self.planned_docs(), g=self.g)
         stats = round_stats(judged)
         save_dataset(judged, path, self.cfg.query, stage="prompt_only", generator=identity,
-                     inputs=self.inputs("prompt_only"),
+                     **self.record("prompt_only"),
                      score_model=self.g.identity(), stats=stats, task=self.task.name)
         return judged
 
@@ -227,8 +227,8 @@ class Run:
         cfg, qcfg = self.cfg.ssra, self.cfg.query
         doc_text = self.task.doc_text()
         g_id = self.g.identity()
-        fp = self.inputs("ssra")
-        report: dict[str, Any] = {"inputs": fp, "rounds": []}
+        rec = self.record("ssra")
+        report: dict[str, Any] = {**rec, "rounds": []}
 
         s1_path = root / "stage1"
         if self._done(s1_path, "ssra") and self._done(root / "stage1.json", "ssra"):
@@ -236,8 +236,8 @@ class Run:
             report["stage1"] = json.loads((root / "stage1.json").read_text())
         else:
             s1, report["stage1"] = stage1(self.task, self.g, cfg)
-            report["stage1"]["inputs"] = fp
-            save_dataset(s1, s1_path, cfg, stage="ssra_stage1", score_model=g_id, inputs=fp,
+            report["stage1"].update(rec)
+            save_dataset(s1, s1_path, cfg, stage="ssra_stage1", score_model=g_id, **rec,
                          stats=report["stage1"], task=self.task.name)
             write_json_atomic(root / "stage1.json", report["stage1"])
         sft_base = s1[["doc_id", "level", "query"]]
@@ -251,7 +251,7 @@ class Run:
             sft = cap_per_level(sft, cfg.max_per_level, cfg.seed + r)
             if not self._done(f_path, "ssra"):
                 train_query_model(qcfg.llm.model, sft, doc_text, f_path, qcfg, qcfg, round=r,
-                                  inputs=fp,
+                                  **rec,
                                   sft_levels=sft["level"].value_counts().sort_index().to_dict(),
                                   task=self.task.name)
             r_path = root / f"round{r}"
@@ -262,7 +262,7 @@ class Run:
                 gen, identity = generate_queries(str(f_path), docs, levels, doc_text, qcfg,
                                                  round_=r)
                 judged = filter_generated(gen, self.g, doc_text, cfg.order_check)
-                save_dataset(judged, r_path, self.cfg, stage="ssra_stage2", round=r, inputs=fp,
+                save_dataset(judged, r_path, self.cfg, stage="ssra_stage2", round=r, **rec,
                              generator=identity, score_model=g_id, task=self.task.name,
                              sft_rows=len(sft))
             stats = {"round": r, "sft_rows": len(sft), **round_stats(judged)}
@@ -283,7 +283,7 @@ class Run:
 
         report["data"] = {"pairs": len(data), "levels": level_balance(data["level"]),
                           "duplicate_rate": duplicate_rate(data["query"])}
-        save_dataset(data, root / "data", self.cfg, stage="ssra_data", score_model=g_id, inputs=fp,
+        save_dataset(data, root / "data", self.cfg, stage="ssra_data", score_model=g_id, **rec,
                      rounds=len(kept_all), prompt=qcfg.prompt, task=self.task.name,
                      report=report)
         write_json_atomic(report_path, report)
@@ -326,7 +326,7 @@ class Run:
         if not self._done(path, step):
             pairs = self.training_pairs(condition)
             train_embedder(pairs, self.task.doc_text(), path, self.cfg.embed, self.cfg.embed,
-                           condition=condition, task=self.task.name, inputs=self.inputs(step))
+                           condition=condition, task=self.task.name, **self.record(step))
         return str(path)
 
     def evaluate(self, condition: str) -> dict[str, Any]:
