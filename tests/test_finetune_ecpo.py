@@ -12,10 +12,11 @@ import json
 import pytest
 
 from llmrec.crs.engine import Engine, SimulationConfig
+from llmrec.crs.transcript import TranscriptError
 from llmrec.errors import ConfigError
 from llmrec.finetune.ecpo import (Ecpo, EcpoConfig, check_rewrite, forward_log,
                                   rewrite_candidates, sgpt_rows)
-from llmrec.finetune.expert import ExpertConfig, ScriptedExpert
+from llmrec.finetune.ecpo.expert import ExpertConfig, ScriptedExpert
 from test_crs_engine import TASKS, Scripted, toy_catalog, toy_task
 
 
@@ -83,9 +84,14 @@ def test_expert_drives_the_engine_and_its_steps_become_sft_rows(tmp_path):
 
 
 def test_sgpt_rows_need_saved_prompts():
-    rec = {"task_id": "x", "success": True,
-           "turns": [{"role": "assistant", "round": 1, "steps": [{"output": "Ask[hm?]"}]}]}
+    rec = {"task_id": "x", "task": toy_task("x", "1", "space").to_dict(), "success": True,
+           "turns": [{"role": "assistant", "round": 1, "ok": True,
+                      "steps": [{"output": "Ask[hm?]"}]}]}
     with pytest.raises(ConfigError, match="save_prompts"):
+        sgpt_rows([rec])
+    # a record that is not a transcript is refused by name, not with a KeyError
+    del rec["turns"][0]["ok"]
+    with pytest.raises(TranscriptError, match=r"turns\[0\]\.ok: missing key"):
         sgpt_rows([rec])
 
 
@@ -141,7 +147,7 @@ def test_lora_dpo_saves_an_adapter_plain_peft_loads(tiny_llm, tmp_path):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from llmrec.finetune.trl_adapter import LoraDPOConfig, dpo_lora
+    from llmrec.llm.tuning import LoraDPOConfig, dpo_lora
 
     prompt = [{"role": "system", "content": "You recommend movies."},
               {"role": "user", "content": "Something scary?"}]

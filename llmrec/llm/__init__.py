@@ -11,7 +11,8 @@ calls :func:`load_backend` once and talks to the returned :class:`LLMBackend`:
 
 Backends: ``hf`` (transformers, default), ``vllm`` (the offline engine, optional extra) and
 ``openai`` (any OpenAI-compatible HTTP endpoint). Each is imported only when selected, so
-``import llmrec.llm`` never imports torch or vllm.
+``import llmrec.llm`` never imports torch or vllm. :mod:`llmrec.llm.tuning` is the one module
+that wraps trl and peft (LoRA SFT and DPO), for every stage that fine-tunes an LLM.
 """
 
 from llmrec.llm.base import Generation, LLMBackend, SamplingParams

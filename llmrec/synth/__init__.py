@@ -7,7 +7,7 @@
 - :mod:`~llmrec.synth.score_model`: the score model g(q, d) -> {0,1,2,3} (a MiniLM cross-encoder
   or a prompted LLM classifier), calibrated per level;
 - :mod:`~llmrec.synth.query_model`: the query model f(d, s) -> q (an LLM prompted with the level
-  definitions, fine-tuned with LoRA through :mod:`~llmrec.finetune.trl_adapter`);
+  definitions, fine-tuned with LoRA through :mod:`~llmrec.llm.tuning`);
 - :mod:`~llmrec.synth.stages`: Stage 1 (re-annotation) and Stage 2 (level alignment), the
   prompt-only baseline, and the per-round statistics;
 - :mod:`~llmrec.synth.losses` and :mod:`~llmrec.synth.embedder`: label-weighted InfoNCE and

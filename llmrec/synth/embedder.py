@@ -153,7 +153,8 @@ def train_embedder(pairs, doc_text: dict[str, str], out: str | Path, cfg: EmbedC
         trainer = SentenceTransformerTrainer(model=model, args=_training_args(work, cfg),
                                              train_dataset=ds, loss=loss)
         _quiet_printer(trainer)
-        with torch.enable_grad():  # see trl_adapter.sft_lora: a loaded LLM backend turns it off
+        # see llmrec.llm.tuning.sft_lora: a loaded LLM backend turns grad off
+        with torch.enable_grad():
             result = trainer.train()
         losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     summary = {"rows": len(rows), "steps": int(result.global_step),

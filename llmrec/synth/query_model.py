@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from llmrec.config import option
 from llmrec.llm.config import LLMConfig
 from llmrec.synth.levels import LEVEL_NAMES, LEVEL_SHORT
-from llmrec.finetune.trl_adapter import LoraSFTConfig
+from llmrec.llm.tuning import LoraSFTConfig
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def train_query_model(base: str, pairs, doc_text: dict[str, str], out: str | Pat
     from llmrec.artifacts import atomic_dir, write_meta
     from llmrec.models import resolve_llm
     from llmrec.synth.prompts import load_prompt
-    from llmrec.finetune.trl_adapter import sft_lora
+    from llmrec.llm.tuning import sft_lora
 
     rows = sft_rows(pairs, doc_text, cfg)
     base_path = resolve_llm(base)

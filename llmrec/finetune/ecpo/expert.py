@@ -19,13 +19,12 @@ SFT example for the student agent (the engine stores the student's prompt with e
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from dataclasses import dataclass
 from typing import Any, Literal, Sequence
 
-from llmrec.config import option, to_dict
+from llmrec.artifacts import fingerprint
+from llmrec.config import option
 from llmrec.crs.actions import parse_action
 from llmrec.llm.config import LLMConfig
 
@@ -81,8 +80,7 @@ class ScriptedExpert:
         self.n = min(cfg.n_recommend, max_titles)
 
     def identity(self) -> dict[str, str]:
-        h = hashlib.sha256(json.dumps(to_dict(self.cfg), sort_keys=True).encode()).hexdigest()
-        return {"model": "scripted-expert", "revision": h[:12]}
+        return {"model": "scripted-expert", "revision": fingerprint(self.cfg)[:12]}
 
     def close(self) -> None:
         pass

@@ -28,7 +28,6 @@ evaluated user was seen in training.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Literal, Sequence
 
+from llmrec.artifacts import StepCache
 from llmrec.config import option, to_dict
 from llmrec.crs.actions import parse_action
 from llmrec.crs.agent import AgentConfig
@@ -43,9 +43,10 @@ from llmrec.crs.catalog import CatalogConfig
 from llmrec.crs.decide import DecisionMode
 from llmrec.crs.simulator import SimulatorConfig
 from llmrec.crs.tasks import TaskConfig
+from llmrec.crs.transcript import AgentTurn, Transcript, as_transcript
 from llmrec.errors import ConfigError
-from llmrec.finetune.expert import ExpertConfig
-from llmrec.finetune.trl_adapter import LoraDPOConfig, LoraSFTConfig
+from llmrec.finetune.ecpo.expert import ExpertConfig
+from llmrec.llm.tuning import LoraDPOConfig, LoraSFTConfig
 from llmrec.llm.config import LLMConfig
 
 log = logging.getLogger(__name__)
@@ -161,57 +162,51 @@ class EcpoConfig:
 
 # --------------------------------------------------------------------------- data of the stages
 
-def _hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str)
-                          .encode()).hexdigest()[:16]
-
-
-def sgpt_rows(records: Sequence[dict[str, Any]], only_successful: bool = True
+def sgpt_rows(records: Sequence[Transcript | dict[str, Any]], only_successful: bool = True
               ) -> list[dict[str, Any]]:
     """One SFT row per agent step of the (successful) dialogues: the student's prompt at that
     step -> the expert's action. Steps that did not parse are skipped."""
     rows = []
-    for rec in records:
-        if only_successful and not rec.get("success"):
+    for rec in map(as_transcript, records):
+        if only_successful and not rec.success:
             continue
-        for t in rec["turns"]:
-            if t["role"] != "assistant":
-                continue
-            for step in t.get("steps", []):
-                if "prompt" not in step:
-                    raise ConfigError(f"{rec['task_id']}: the transcripts hold no prompts; the "
+        for t in rec.agent_turns():
+            for step in t.steps:
+                if step.prompt is None:
+                    raise ConfigError(f"{rec.task_id}: the transcripts hold no prompts; the "
                                       "expert run needs save_prompts=true")
-                if not parse_action(step["output"]).ok:
+                if not parse_action(step.output).ok:
                     continue
-                rows.append({"prompt": step["prompt"],
-                             "completion": [{"role": "assistant", "content": step["output"]}],
-                             "task_id": rec["task_id"], "round": t["round"]})
+                rows.append({"prompt": step.prompt,
+                             "completion": [{"role": "assistant", "content": step.output}],
+                             "task_id": rec.task_id, "round": t.round})
     return rows
 
 
-def forward_log(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def forward_log(records: Sequence[Transcript | dict[str, Any]]) -> list[dict[str, Any]]:
     """Forward expectation confirmation: (context, response, expression rating, reason) per
     agent turn. The context is the prompt of the turn's last step (the one that wrote the
     user-visible action), the response that step's output."""
     out = []
-    for rec in records:
+    for rec in map(as_transcript, records):
         dialogue: list[dict[str, str]] = []
-        for t in rec["turns"]:
-            if t["role"] == "assistant":
-                steps = t.get("steps") or []
-                expr = (t.get("ratings") or {}).get("expression") or {}
-                if steps and "prompt" in steps[-1]:
+        for t in rec.turns:
+            if isinstance(t, AgentTurn):
+                expr = t.ratings.get("expression")
+                if t.steps and t.steps[-1].prompt is not None:
+                    last = t.steps[-1]
                     out.append({
-                        "task_id": rec["task_id"], "round": t["round"], "ok": t["ok"],
-                        "kind": t.get("action"), "error": t.get("error"),
-                        "context": steps[-1]["prompt"], "response": steps[-1]["output"],
-                        "action": t.get("action_text"), "dialogue": list(dialogue),
-                        "results": [r for sr in t.get("searches", []) for r in sr["results"]],
-                        "rating": expr.get("rating"), "details": expr.get("details", ""),
-                        "reason": expr.get("reason", ""), "success": rec.get("success")})
-                dialogue.append({"role": "assistant", "text": t.get("text") or t.get("raw", "")})
+                        "task_id": rec.task_id, "round": t.round, "ok": t.ok,
+                        "kind": t.action, "error": t.error,
+                        "context": last.prompt, "response": last.output,
+                        "action": t.action_text, "dialogue": list(dialogue),
+                        "results": [r for sr in t.searches for r in sr.results],
+                        "rating": expr.rating if expr else None,
+                        "details": (expr.details or "") if expr else "",
+                        "reason": expr.reason if expr else "", "success": rec.success})
+                dialogue.append({"role": "assistant", "text": t.text or t.raw})
             else:
-                dialogue.append({"role": "user", "text": t["text"]})
+                dialogue.append({"role": "user", "text": t.text})
     return out
 
 
@@ -369,7 +364,7 @@ class Ecpo:
         return self.ctx.summary
 
     def stage_expert(self) -> None:
-        from llmrec.finetune.expert import ScriptedExpert
+        from llmrec.finetune.ecpo.expert import ScriptedExpert
 
         cfg = self.cfg
         if cfg.expert.kind == "scripted":
@@ -382,10 +377,10 @@ class Ecpo:
                                                             "avg_expression", "avg_rounds")}
         log.info("expert: SR %.3f on %d training tasks", m["SR"] or 0.0, m["n_tasks"])
 
-    def _records(self, folder: str, name: str) -> list[dict[str, Any]]:
-        from llmrec.crs.engine import TranscriptStore
+    def _records(self, folder: str, name: str) -> list[Transcript]:
+        from llmrec.crs.transcript import TranscriptStore
 
-        recs = TranscriptStore(self.out / folder / name).load()
+        recs = TranscriptStore(self.out / folder / name).transcripts()
         if not recs:
             raise ConfigError(f"no transcripts in {self.out / folder / name}; run the stage "
                               f"that writes them first (stages: {', '.join(STAGES)})")
@@ -393,7 +388,7 @@ class Ecpo:
 
     def _fit_rows(self, rows: list[dict[str, Any]], keys: Sequence[str], max_length: int,
                   model: str) -> tuple[list[dict[str, Any]], int]:
-        from llmrec.finetune.trl_adapter import count_tokens
+        from llmrec.llm.tuning import count_tokens
 
         lengths = count_tokens(model, rows, keys)
         kept = [r for r, n in zip(rows, lengths) if n <= max_length]
@@ -405,20 +400,18 @@ class Ecpo:
     def _train(self, kind: str, name: str, rows: list[dict[str, Any]], base: str,
                settings: Any, **provenance: Any) -> dict[str, Any]:
         """Train (or reuse) ``models/<name>``: refuses a folder trained on other data."""
-        from llmrec.artifacts import atomic_dir, write_meta
-        from llmrec.finetune.trl_adapter import dpo_lora, sft_lora
+        from llmrec.artifacts import atomic_dir, read_meta, write_meta
+        from llmrec.llm.tuning import dpo_lora, sft_lora
 
         target = self.out / "models" / name
-        data_hash = _hash([{k: r[k] for k in r if k not in ("task_id", "round")} for r in rows])
-        recipe_hash = _hash(to_dict(settings))
-        meta_path = target / "llmrec_meta.json"
-        if meta_path.is_file():
-            meta = json.loads(meta_path.read_text())
-            if meta.get("data_hash") == data_hash and meta.get("settings_hash") == recipe_hash:
-                log.info("%s: already trained on the same data (%s), reusing", target, data_hash)
-                return meta["training"]
-            raise ConfigError(f"{target} was trained on other data or settings; delete it or "
-                              "use another --out to retrain")
+        data = [{k: r[k] for k in r if k not in ("task_id", "round")} for r in rows]
+        step = StepCache(target, {"data": data, "settings": settings})
+        hashes = step.input_fingerprints
+        if step.reuse(on_stale="refuse", made="was trained on other data or settings",
+                      hint="delete it or use another --out to retrain"):
+            log.info("%s: already trained on the same data (%s), reusing", target,
+                     hashes["data"])
+            return (read_meta(target) or {})["training"]
         (self.out / "models").mkdir(parents=True, exist_ok=True)
         log.info("%s of %s on %d rows (base %s)", kind.upper(), name, len(rows), base)
         with atomic_dir(target) as tmp:
@@ -426,8 +419,9 @@ class Ecpo:
             summary = fn(base, rows, tmp, settings)
             (Path(tmp) / "curve.jsonl").write_text(
                 "".join(json.dumps(c) + "\n" for c in summary["curve"]))
-            write_meta(tmp, self.cfg, stage=name, base_model=str(base), data_hash=data_hash,
-                       settings_hash=recipe_hash, training=summary,
+            write_meta(tmp, self.cfg, stage=name, base_model=str(base),
+                       data_hash=hashes["data"], settings_hash=hashes["settings"],
+                       training=summary, **step.fields(),
                        load=("PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained("
                              f"{str(base)!r}), '<this folder>/adapter'); or load this folder "
                              "directly (adapter merged)"), **provenance)
@@ -437,7 +431,7 @@ class Ecpo:
         cfg = self.cfg
         records = self._records("runs", "expert")
         rows = sgpt_rows(records, cfg.sgpt.only_successful)
-        n_ok = sum(1 for r in records if r.get("success"))
+        n_ok = sum(1 for r in records if r.success)
         if not rows:
             raise ConfigError(
                 f"the expert succeeded on {n_ok} of {len(records)} training tasks, so SGPT has "
@@ -478,7 +472,6 @@ class Ecpo:
         return ["ec", "noec"] if self.cfg.without_ec else ["ec"]
 
     def stage_rewrite(self) -> None:
-        from llmrec.artifacts import write_json_atomic
         from llmrec.crs.engine import call_seed
         from llmrec.crs.prompts import load_prompt
 
@@ -497,12 +490,11 @@ class Ecpo:
         known = known if rw.catalog_titles else None  # type: ignore[assignment]
         for variant in self.variants():
             with_reason = variant == "ec"
-            fp = _hash({"candidates": cands, "rewrite": to_dict(rw), "prompt": prompt.hash,
-                        "variant": variant, "seed": cfg.seed})
             path = pairs_dir / f"{variant}.jsonl"
             stats_path = pairs_dir / f"{variant}.stats.json"
-            if path.is_file() and stats_path.is_file() and \
-                    json.loads(stats_path.read_text()).get("fingerprint") == fp:
+            step = StepCache(path, {"candidates": cands, "rewrite": rw, "prompt": prompt.hash,
+                                    "variant": variant, "seed": cfg.seed}, record=stats_path)
+            if step.reuse(on_stale="redo", made="was rewritten from other turns or settings"):
                 log.info("%s: already written for these turns, reusing", path)
                 stats_all[variant] = json.loads(stats_path.read_text())
                 continue
@@ -542,11 +534,9 @@ class Ecpo:
             with atomic_file(path, "w") as fh:
                 for p in pairs:
                     fh.write(json.dumps(p, ensure_ascii=False) + "\n")
-            stats = {"fingerprint": fp, "candidates": len(cands), "pairs": len(pairs),
-                     "rejected_attempts": rejects, "lambda": rw.lam, "with_reason": with_reason,
-                     "prompt": prompt.hash}
-            write_json_atomic(stats_path, stats)
-            stats_all[variant] = stats
+            stats_all[variant] = step.record(**{
+                "candidates": len(cands), "pairs": len(pairs), "rejected_attempts": rejects,
+                "lambda": rw.lam, "with_reason": with_reason, "prompt": prompt.hash})
             log.info("rewrite (%s): %d pairs from %d candidate turns", variant, len(pairs),
                      len(cands))
         self.ctx.summary["rewrite"] = stats_all
