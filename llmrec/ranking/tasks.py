@@ -269,14 +269,29 @@ class ListwiseTask(Task):
         _, counts = torch.unique_consecutive(fs.groups(order, self.cfg.group), return_counts=True)
         starts = torch.cumsum(counts, 0) - counts
         perm = torch.randperm(counts.numel(), generator=generator, device=train.device)
+        per_process = max(1, batch_size // world)
+
+        def batch_ids(c):  # consecutive batch id per list, lists packed greedily
+            offset = torch.cumsum(c, 0) - c
+            return torch.unique_consecutive(offset // per_process, return_inverse=True)[1]
+
+        n_batches = None
         if world > 1:
             usable = counts.numel() - counts.numel() % world
-            perm = perm[:usable][rank::world]
+            perm = perm[:usable]
+            # lists differ in length, so the shards would differ in batches: every process
+            # computes every shard's count (same permutation) and merges its surplus batches into
+            # its last one, so all take the same number of steps (DDP's all-reduces line up)
+            n_batches = min(int(batch_ids(counts[perm[r::world]]).max()) + 1 if usable else 0
+                            for r in range(world))
+            perm = perm[rank::world]
         c, s = counts[perm], starts[perm]
         offset = torch.cumsum(c, 0) - c
         within = torch.arange(int(c.sum()), device=train.device) - torch.repeat_interleave(offset, c)
         idx = order[torch.repeat_interleave(s, c) + within]
-        batch_of = offset // max(1, batch_size // world)
+        batch_of = batch_ids(c)
+        if n_batches is not None:
+            batch_of = batch_of.clamp_max(max(n_batches - 1, 0))
         sizes = torch.bincount(batch_of, weights=c.double()).long()
         return [b for b in idx.split(sizes.tolist()) if b.numel()]
 
