@@ -95,7 +95,10 @@ class FeatureEmbedding(nn.Module):
         self.table = nn.Embedding(max(sum(sizes), 1), embed_dim)
         self.multi = nn.ModuleDict({name: nn.Embedding(v, embed_dim, padding_idx=0)
                                     for name, v, _ in spec.item_multi_fields})
-        self.rating = nn.Embedding(spec.rating_vocab, embed_dim, padding_idx=0)
+        # without a behaviour sequence there are no ratings to embed (and an unused parameter
+        # would stall DDP's gradient reduction)
+        self.rating = (nn.Embedding(spec.rating_vocab, embed_dim, padding_idx=0)
+                       if spec.max_hist_len > 0 else None)
         self.dense_names = list(spec.dense)
         self.dense = nn.ModuleDict({name: nn.Linear(d, embed_dim) for name, d in spec.dense.items()})
         self.reset_parameters()
@@ -106,9 +109,11 @@ class FeatureEmbedding(nn.Module):
 
     def reset_parameters(self) -> None:
         for emb in [self.table, self.rating, *self.multi.values()]:
-            nn.init.normal_(emb.weight, std=EMBED_INIT_STD)
+            if emb is not None:
+                nn.init.normal_(emb.weight, std=EMBED_INIT_STD)
         with torch.no_grad():
-            self.rating.weight[0].zero_()
+            if self.rating is not None:
+                self.rating.weight[0].zero_()
             for emb in self.multi.values():
                 emb.weight[0].zero_()
 
@@ -137,9 +142,11 @@ class FeatureEmbedding(nn.Module):
         history = self.embed_items(batch["hist_item"], batch["hist_multi"])
         mask = batch["hist_mask"]
         # the rating tells a liked viewing from a disliked one of the same item: add it to the id
-        rate = self.rating(batch["hist_rating"]).unsqueeze(-2)
-        pad = torch.zeros_like(history[..., 1:, :])
-        history = (history + torch.cat([rate, pad], dim=-2)) * mask[..., None, None].to(history.dtype)
+        if self.rating is not None:
+            rate = self.rating(batch["hist_rating"]).unsqueeze(-2)
+            pad = torch.zeros_like(history[..., 1:, :])
+            history = history + torch.cat([rate, pad], dim=-2)
+        history = history * mask[..., None, None].to(history.dtype)
         dense = None
         if self.dense_names:
             dense = torch.stack([self.dense[n](batch["dense"][n].to(user.dtype))
