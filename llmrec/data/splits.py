@@ -8,6 +8,9 @@ train / valid / test, seeded. The cutoff is stored per user so the knowledge cac
 
 ``leave-last-out`` is the usual sequential-recommendation split: per user, the last interaction is
 test, the one before it valid, the rest train; the LM history is everything before the valid item.
+It accepts implicit feedback (no ratings at all, e.g. Amazon 5-core reviews): every interaction is
+then a positive (label 1). Ties in time are ordered by item id, which on Amazon Beauty reproduces
+the S3-Rec sequences.
 
 A :class:`Split` holds three tables (pandas): ``samples`` (what models train and evaluate on),
 ``history`` (every interaction, time-sorted per user, with its ``position``; behaviour sequences are
@@ -156,9 +159,15 @@ def make_split(data, cfg: SplitConfig | None = None) -> Split:
         interactions, name = data, ""
     else:
         interactions, name = data.df("interactions"), data.name
-    if interactions["rating"].isna().any():
+    missing_rating = interactions["rating"].isna()
+    implicit = bool(missing_rating.all())
+    if implicit and cfg.protocol != "leave-last-out":
+        raise DataError("the interactions have no ratings (implicit feedback): the kar protocol "
+                        "labels samples by rating >= label_threshold; use "
+                        "--split.protocol=leave-last-out, where every interaction is a positive")
+    if missing_rating.any() and not implicit:
         raise DataError("labels come from ratings (rating >= label_threshold), but "
-                        f"{int(interactions['rating'].isna().sum())} interactions have no rating")
+                        f"{int(missing_rating.sum())} interactions have no rating")
     history = _sorted_history(interactions)
     n_total = history.groupby("user_id", sort=True).size()
     users = n_total.index.to_numpy()
@@ -190,7 +199,9 @@ def make_split(data, cfg: SplitConfig | None = None) -> Split:
         samples = merged.drop(columns=["n_total"])
 
     samples = samples.copy()
-    samples["label"] = (samples["rating"] >= cfg.label_threshold).astype("int8")
+    # implicit feedback (no ratings, leave-last-out): every interaction is a positive
+    samples["label"] = (np.ones(len(samples), dtype="int8") if implicit
+                        else (samples["rating"] >= cfg.label_threshold).astype("int8"))
     samples = samples[["user_id", "item_id", "rating", "timestamp", "label", "position", "split"]]
     samples = samples.reset_index(drop=True)
     split = Split(config=cfg, samples=samples, history=history, cutoffs=cutoffs, dataset=name,

@@ -316,7 +316,8 @@ class FeatureSet:
         Keys: ``user [B, n_user_fields]``, ``item [B, n_item_fields]``, ``item_multi`` {name:
         [B, G]}, ``hist_item [B, L, n_item_fields]``, ``hist_multi`` {name: [B, L, G]},
         ``hist_rating [B, L]``, ``hist_mask [B, L]`` (bool), ``dense`` {name: [B, d]},
-        ``label [B]`` (float), ``user_row`` / ``item_row [B]`` (table rows, for lookups such as
+        ``label [B]`` (float), ``user_row`` / ``item_row [B]`` and ``hist_rows [B, L]`` (table
+        rows, for lookups such as
         knowledge vectors and full-catalogue scoring), ``catalog`` (the whole item table and its
         multi-valued attributes, ungathered); when the features have them, ``context
         [B, C]``, ``labels`` {name: [B]}, ``groups`` {name: [B]}, ``time [B]`` and
@@ -337,6 +338,7 @@ class FeatureSet:
             "label": t["label"][idx],
             "user_row": user_row,
             "item_row": item_row,
+            "hist_rows": hist_rows,
             # the whole item table, not gathered: what full-catalogue scoring embeds
             "catalog": {"item": t["item_table"],
                         "item_multi": {m: t[f"item_multi.{m}"] for m in self._multi}},

@@ -38,3 +38,37 @@ def evaluate_popularity(features, alpha: float = 10.0,
         p = rate[features.tensors["item_row"][idx]].clamp(1e-6, 1 - 1e-6)
         out[s] = ctr_metrics(features.tensors["label"][idx], torch.logit(p), features.groups(idx))
     return out
+
+
+def next_item_popularity(features, splits: tuple[str, ...] = ("valid", "test"),
+                         ks: tuple[int, ...] = (5, 10, 20)) -> dict[str, Any]:
+    """Most-popular ranking for the next-item task: every item scored by its number of training
+    samples, ranked over the whole catalogue with each sample's input history masked (the
+    next-item task's protocol). Ties, frequent for counts, are broken in favour of the lower
+    item-table row (the catalogue's order), so the result does not depend on sort stability."""
+    from llmrec.ranking.tasks import full_ranking_rank
+
+    train = features.split_index("train")
+    n = features.n_items
+    counts = torch.bincount(features.tensors["item_row"][train], minlength=n).to(torch.float64)
+    # a strictly decreasing tie-breaker smaller than any count difference
+    scores = counts - torch.arange(n, dtype=torch.float64, device=counts.device) / (2.0 * n)
+    out: dict[str, Any] = {}
+    for s in splits:
+        if s not in features.split_names:
+            continue
+        idx = features.split_index(s)
+        m: dict[str, float] = {}
+        for chunk in idx.split(8192):
+            rank = full_ranking_rank(scores[None].expand(chunk.numel(), -1),
+                                     features.tensors["item_row"][chunk],
+                                     features.tensors["hist_rows"][chunk])
+            for k in ks:
+                hit = rank < k
+                m[f"hr@{k}"] = m.get(f"hr@{k}", 0.0) + float(hit.double().sum())
+                m[f"ndcg@{k}"] = m.get(f"ndcg@{k}", 0.0) + float(
+                    torch.where(hit, 1.0 / torch.log2(rank.double() + 2),
+                                torch.zeros((), dtype=torch.float64, device=rank.device)).sum())
+        out[s] = {k: v / max(idx.numel(), 1) for k, v in m.items()}
+        out[s]["n"] = int(idx.numel())
+    return out

@@ -14,7 +14,7 @@ from llmrec.config import option
 
 TASK_KINDS = ("binary", "multitask", "regression", "next_item", "listwise")
 LOSSES = {"binary": ("auto", "bce"), "multitask": ("auto", "bce"),
-          "regression": ("auto", "mse", "huber"), "next_item": ("auto", "full", "sampled"),
+          "regression": ("auto", "mse", "huber"), "next_item": ("auto", "full", "sampled", "bce"),
           "listwise": ("auto", "softmax", "lambda")}
 
 
@@ -36,7 +36,8 @@ class TaskConfig:
     weights: list[float] = option([], help="multitask: loss weight per task, in labels order "
                                            "(default 1 each)")
     loss: str = option("auto", help="binary/multitask: bce; regression: mse (auto) or huber; "
-                                    "next_item: full (auto) or sampled softmax; listwise: "
+                                    "next_item: full (auto) or sampled softmax, or bce with one "
+                                    "sampled negative per sample (SASRec's paper); listwise: "
                                     "softmax (auto) or lambda")
     huber_delta: float = option(1.0, help="regression with loss huber: the delta")
     n_negatives: int = option(100, help="next_item with loss sampled: uniform negatives per batch")

@@ -194,6 +194,15 @@ class NextItemTask(Task):
 
     def loss(self, out, batch):
         hidden, items, target = out["hidden"].float(), out["items"].float(), batch["item_row"]
+        if self.cfg.loss == "bce":
+            # one uniform negative per sample; one that is the target or in the input history
+            # is left out of the negative term
+            neg = torch.randint(1, items.shape[0], target.shape, device=hidden.device)
+            ok = (neg != target) & ~(neg[:, None] == batch["hist_rows"]).any(1)
+            pos = (hidden * items[target]).sum(1)
+            negs = (hidden * items[neg]).sum(1)
+            loss = (F.softplus(-pos) + F.softplus(negs) * ok.to(negs.dtype)).mean()
+            return _with_aux(loss, out)
         if self.cfg.loss == "sampled":
             # uniform negatives shared by the batch; a negative equal to the target is masked
             neg = torch.randint(1, items.shape[0], (self.cfg.n_negatives,), device=hidden.device)
@@ -205,6 +214,11 @@ class NextItemTask(Task):
             logits[:, 0] = float("-inf")  # the padding row is never an answer
             loss = F.cross_entropy(logits, target)
         return _with_aux(loss, out)
+
+    def epoch_batches(self, fs, train, batch_size, generator, rank=0, world=1):
+        # a next-item sample needs at least one behaviour to predict from
+        train = train[fs.tensors["hist_rows"][train, 0] > 0]
+        return super().epoch_batches(fs, train, batch_size, generator, rank, world)
 
     def evaluate(self, forward, fs, idx, batch_size):
         ks = sorted(self.cfg.ks)

@@ -23,6 +23,7 @@ class TrainConfig:
     epochs: int = option(20, help="maximum number of epochs")
     lr: float = option(1e-3, help="Adam learning rate")
     weight_decay: float = option(0.0, help="Adam L2 penalty on all parameters")
+    betas: list[float] = option([0.9, 0.999], help="Adam betas (SASRec's recipes: [0.9, 0.98])")
     max_grad_norm: float | None = option(None, help="clip the gradient norm to this (null: no clip)")
     patience: int = option(2, help="stop after this many epochs without a better validation AUC")
     min_delta: float = option(1e-5, help="smallest AUC gain that counts as an improvement")

@@ -133,7 +133,7 @@ class Trainer:
         fused = cfg.fused_optimizer and self.device.type == "cuda"
         # frozen parameters (extractor-only knowledge training) get no optimiser state at all
         trainable = [p for p in self.module.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(trainable, lr=cfg.lr,
+        self.optimizer = torch.optim.Adam(trainable, lr=cfg.lr, betas=tuple(cfg.betas),
                                           weight_decay=cfg.weight_decay, fused=fused or None)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(cfg.seed)

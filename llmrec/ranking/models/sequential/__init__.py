@@ -6,4 +6,5 @@ the next-item task ranks the whole catalogue in one matmul (see
 TASKS = ("next_item",)
 MODELS = (
     ("gru4rec", "llmrec.ranking.models.sequential.gru4rec", "GRU4Rec"),
+    ("sasrec", "llmrec.ranking.models.sequential.sasrec", "SASRec"),
 )
