@@ -47,7 +47,8 @@ class SASRec(SequentialModel):
             t = t - t[:, :1]  # the window's first (oldest) behaviour is time 0
         return torch.where(mask, t, torch.zeros_like(t))
 
-    def encode(self, e, batch: dict | None = None) -> torch.Tensor:
+    def states(self, e, batch: dict | None = None) -> torch.Tensor:
+        """The output state of every position [B, L, H] (position t sees positions <= t only)."""
         b, l, k, d = e.history.shape
         mask = e.mask
         x = e.history.reshape(b, l, k * d) * math.sqrt(k * d)
@@ -60,7 +61,10 @@ class SASRec(SequentialModel):
         times = self._times(batch, mask) if batch is not None else None
         for block in self.blocks:
             x = block(x, mask, times)
-        x = self.final_ln(x)
+        return self.final_ln(x)
+
+    def encode(self, e, batch: dict | None = None) -> torch.Tensor:
+        x, mask, b = self.states(e, batch), e.mask, e.history.shape[0]
         last = (mask.sum(1) - 1).clamp_min(0)
         h = x[torch.arange(b, device=x.device), last]
         return h * mask.any(1, keepdim=True).to(h.dtype)

@@ -1,0 +1,136 @@
+"""The sequential family: SASRec's causality, the RoTE and CAPE position encodings against their
+definitions, the implicit-feedback leave-one-out split, and the most-popular baseline reproducing
+the reference values of the Amazon Beauty data card."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from llmrec.errors import DataError
+from llmrec.ranking.features import FeatureConfig, build_features
+from llmrec.ranking.models.sequential.attention import cape_positions, rote_rotate
+from llmrec.ranking.registry import build_model
+from llmrec.ranking.synthetic import make_synthetic
+
+from conftest import shared_path
+
+
+@pytest.fixture(scope="module")
+def fs():
+    tables, split = make_synthetic(40, 30, mean_len=14, seed=2)
+    return build_features(tables, split, FeatureConfig(max_hist_len=8, max_multi_len=2,
+                                                       timestamps=True))
+
+
+@pytest.mark.parametrize("position", ["learned", "none", "rote", "cape"])
+def test_sasrec_position_t_never_sees_a_later_item(fs, position):
+    torch.manual_seed(0)
+    model = build_model("sasrec", fs.spec, embed_dim=8, blocks=2, heads=2, dropout=0.0,
+                        position=position).eval()
+    full = fs.tensors["hist_rows"].gt(0).all(1).nonzero().squeeze(1)[:6]
+    batch = fs.batch(full)
+    t = 4
+    other = dict(batch)
+    other["hist_item"] = batch["hist_item"].clone()
+    other["hist_item"][:, t + 1:, 0] = (batch["hist_item"][:, t + 1:, 0] + 1) % 5 + 3
+    with torch.no_grad():
+        a = model.states(model.embed(batch), batch)
+        b = model.states(model.embed(other), other)
+    torch.testing.assert_close(a[:, : t + 1], b[:, : t + 1], rtol=0, atol=1e-6)
+    assert not torch.allclose(a[:, t + 1:], b[:, t + 1:])
+    out = model(batch)
+    h = fs.spec.n_item_slots * 8  # tied item space: every item slot, flattened
+    assert out["hidden"].shape == (6, h) and out["items"].shape == (fs.n_items, h)
+
+
+def test_rote_keeps_norms_and_with_one_level_depends_on_time_differences():
+    torch.manual_seed(0)
+    q, k = torch.randn(2, 1, 5, 8, dtype=torch.float64), torch.randn(2, 1, 5, 8, dtype=torch.float64)
+    t = torch.tensor([[0, 86400, 3 * 86400, 40 * 86400, 400 * 86400]] * 2, dtype=torch.float64)
+    one = dict(bases=(100.0,), weights=(1.0,), units=(86400.0,))
+    torch.testing.assert_close(rote_rotate(q, t, **one).norm(dim=-1), q.norm(dim=-1))
+    dots = rote_rotate(q, t, **one) @ rote_rotate(k, t, **one).transpose(-1, -2)
+    shifted = rote_rotate(q, t + 12345.0, **one) @ rote_rotate(k, t + 12345.0, **one).transpose(-1, -2)
+    torch.testing.assert_close(dots, shifted)
+
+
+def test_rote_with_positions_as_times_is_rope():
+    torch.manual_seed(1)
+    x = torch.randn(1, 1, 6, 4, dtype=torch.float64)
+    pos = torch.arange(6, dtype=torch.float64)[None]
+    got = rote_rotate(x, pos, bases=(10000.0,), weights=(1.0,), units=(1.0,))
+    d = 4
+    inv = 10000.0 ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
+    ang = pos[0, :, None] * inv  # [L, d/2]
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    want = torch.stack([x1 * ang.cos() - x2 * ang.sin(), x1 * ang.sin() + x2 * ang.cos()], -1)
+    torch.testing.assert_close(got, want.flatten(-2))
+
+
+def test_cape_positions_are_suffix_sums_of_gates_over_visible_keys():
+    logits = torch.tensor([[[0.0, 2.0, -1.0, 0.5], [1.0, -2.0, 0.0, 3.0]]])  # [1, Lq=2, Lk=4]
+    visible = torch.tensor([[[True, True, True, False], [True, True, False, False]]])
+    p = cape_positions(logits, visible, max_pos=10)
+    g = (1 - torch.sigmoid(logits)) * visible
+    assert torch.allclose(p[0, 0, 0], g[0, 0, :3].sum())
+    assert torch.allclose(p[0, 1, 1], g[0, 1, 1])
+    assert (p[..., 3] == 0).all() and (p[0, 1, 2:] == 0).all()  # invisible keys add nothing
+    assert (p[..., :-1] >= p[..., 1:]).all()  # non-increasing in the key index
+    assert cape_positions(logits * 0 - 20, visible, max_pos=1).max() == 1  # clamped
+
+
+def test_cape_integer_positions_give_the_table_column_exactly():
+    from llmrec.ranking.models.sequential.attention import CausalSelfAttention
+
+    torch.manual_seed(0)
+    att = CausalSelfAttention(4, 1, 0.0, "cape", max_len=5, cape_dim=3)
+    q = torch.randn(1, 1, 1, 4)
+    proj = torch.nn.functional.silu(att.cape_q(q)) @ att.cape_table
+    p = torch.tensor([[[[2.0]]]])
+    lo, hi = p.floor().long(), p.ceil().long()
+    e = proj.gather(-1, lo) + (p - lo) * (proj.gather(-1, hi) - proj.gather(-1, lo))
+    assert torch.equal(e[..., 0], proj[..., 2])
+
+
+def test_leave_last_out_accepts_implicit_feedback_and_kar_refuses_it():
+    from llmrec.data.splits import SplitConfig, make_split
+
+    df = pd.DataFrame({"user_id": ["1"] * 4 + ["2"] * 3, "item_id": list("abcdabc"),
+                       "rating": np.nan, "timestamp": [1, 2, 2, 3, 5, 6, 7]})
+    sp = make_split(df, SplitConfig(protocol="leave-last-out"))
+    assert (sp.samples["label"] == 1).all()
+    u1 = sp.samples[sp.samples["user_id"] == "1"].sort_values("position")
+    # the time tie (b, c at t=2) is ordered by item id; last = test, second last = valid
+    assert u1["item_id"].tolist() == ["a", "b", "c", "d"]
+    assert u1["split"].tolist() == ["train", "train", "valid", "test"]
+    with pytest.raises(DataError, match="leave-last-out"):
+        make_split(df, SplitConfig(protocol="kar"))
+
+
+@pytest.mark.slow
+def test_most_popular_reproduces_the_beauty_reference_values():
+    folder = shared_path("amazon-beauty-2014-5core")
+    from llmrec.config import from_dict
+    from llmrec.ranking.pipeline import RankConfig, prepare_features
+    from llmrec.ranking.popularity import next_item_popularity
+
+    cfg = from_dict(RankConfig, {
+        "data": {"name": "csv", "path": str(folder / "interactions.csv.gz"),
+                 "items_path": str(folder / "items.csv")},
+        "split": {"protocol": "leave-last-out"}, "model": "sasrec",
+        "features": {"max_hist_len": 50, "use_user_id": False, "user_fields": [],
+                     "item_fields": [], "item_multi_fields": [], "use_hist_rating": False},
+        "task": {"kind": "next_item"}})
+    fs = prepare_features(cfg)
+    assert fs.info["splits"] == {"train": 153776, "valid": 22363, "test": 22363}
+    got = next_item_popularity(fs)["test"]
+    # the data card's values (most-popular by train counts, full ranking, history masked)
+    want = {"hr@5": 0.0075, "hr@10": 0.0114, "hr@20": 0.0203,
+            "ndcg@5": 0.0041, "ndcg@10": 0.0054, "ndcg@20": 0.0076}
+    for k, v in want.items():
+        assert math.isclose(round(got[k], 4), v), (k, got[k], v)
