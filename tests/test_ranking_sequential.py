@@ -134,3 +134,22 @@ def test_most_popular_reproduces_the_beauty_reference_values():
             "ndcg@5": 0.0041, "ndcg@10": 0.0054, "ndcg@20": 0.0076}
     for k, v in want.items():
         assert math.isclose(round(got[k], 4), v), (k, got[k], v)
+
+
+@pytest.mark.parametrize("name", ["din", "dien"])
+def test_cape_in_target_attention_trains_and_none_is_the_plain_model(fs, name):
+    torch.manual_seed(0)
+    plain = build_model(name, fs.spec, embed_dim=8, hidden=(16,))
+    torch.manual_seed(0)
+    cape = build_model(name, fs.spec, embed_dim=8, hidden=(16,), position="cape", cape_dim=4)
+    batch = fs.batch(torch.arange(32))
+    cape.train()
+    out = cape(batch)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(out["logit"], batch["label"])
+    loss = loss + out.get("aux_loss", 0.0)
+    loss.backward()
+    grads = [p.grad for n, p in cape.named_parameters() if "cape" in n]
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+    # position none builds exactly the plain model (same parameters, same outputs)
+    assert [n for n, _ in plain.named_parameters()] == \
+        [n for n, _ in cape.named_parameters() if "cape" not in n]

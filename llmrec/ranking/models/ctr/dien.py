@@ -15,6 +15,7 @@ from torch import nn
 from llmrec.ranking.models.base import Backbone
 from llmrec.ranking.features import FeatureSpec
 from llmrec.ranking.layers import MLP
+from llmrec.ranking.models.sequential.attention import CapeBias
 
 
 class AUGRUCell(nn.Module):
@@ -39,7 +40,7 @@ class DIEN(Backbone):
     def __init__(self, spec: FeatureSpec, embed_dim: int = 32, gru_dim: int | None = None,
                  attention_hidden: tuple[int, ...] = (64,), hidden: tuple[int, ...] = (200, 80),
                  aux_weight: float = 1.0, activation: str = "relu", dropout: float = 0.1,
-                 batch_norm: bool = False) -> None:
+                 batch_norm: bool = False, position: str = "none", cape_dim: int = 16) -> None:
         super().__init__(spec, embed_dim)
         k = spec.n_item_slots
         item_dim = k * embed_dim
@@ -49,6 +50,11 @@ class DIEN(Backbone):
         self.query = nn.Linear(item_dim, self.gru_dim, bias=False)
         self.att_mlp = MLP(4 * self.gru_dim, list(attention_hidden), out_dim=1, activation=activation)
         self.augru = AUGRUCell(self.gru_dim, self.gru_dim)
+        if position not in ("none", "cape"):
+            raise ValueError(f"position must be none or cape, not {position!r}")
+        # CAPE's contextual position bias on the interest-state attention (see din.TargetAttention)
+        self.cape = CapeBias(self.gru_dim, spec.max_hist_len, cape_dim) \
+            if position == "cape" else None
         # the auxiliary net scores (state, next behaviour) pairs; left out when unused so that
         # DDP finds no parameter without a gradient
         self.aux = (MLP(self.gru_dim + item_dim, [64], out_dim=1, activation="relu")
@@ -67,6 +73,8 @@ class DIEN(Backbone):
         states, _ = self.extractor(seq)
         q = self.query(e.target.reshape(b, k * d)).unsqueeze(1).expand_as(states)
         scores = self.att_mlp(torch.cat([q, states, q - states, q * states], -1)).squeeze(-1)
+        if self.cape is not None:
+            scores = scores + self.cape(q[:, 0], scores, mask)
         att = torch.softmax(scores.float().masked_fill(~mask, float("-inf")), dim=-1)
         att = torch.nan_to_num(att).to(states.dtype)
         h = states.new_zeros(b, self.gru_dim)

@@ -118,3 +118,25 @@ class Block(nn.Module):
         x = x + self.dropout(self.attn(self.ln1(x), mask, times))
         x = x + self.dropout(self.ffn(self.ln2(x)))
         return x * mask[..., None].to(x.dtype)
+
+
+class CapeBias(nn.Module):
+    """CAPE's bias for target attention (DIN / DIEN): one query (the target) over the behaviours.
+
+    ``scores [B, L]`` are the attention logits of the behaviours (oldest first, right-padded,
+    ``mask [B, L]``); the query follows the most recent behaviour, so p_t sums the gates from
+    behaviour t up to the last valid one.
+    """
+
+    def __init__(self, dim: int, max_len: int, cape_dim: int = 16) -> None:
+        super().__init__()
+        self.max_pos = max(max_len - 1, 0)
+        self.q = nn.Linear(dim, cape_dim)
+        self.table = nn.Parameter(torch.randn(cape_dim, max(max_len, 1)) * 0.02)
+
+    def forward(self, query: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor):
+        p = cape_positions(scores[:, None, :], mask[:, None, :], self.max_pos)[:, 0]
+        lo, hi = p.floor().long(), p.ceil().long()
+        proj = F.silu(self.q(query)) @ self.table.to(query.dtype)  # [B, T]
+        e_lo, e_hi = proj.gather(1, lo), proj.gather(1, hi)
+        return e_lo + (p - lo.to(p.dtype)) * (e_hi - e_lo)
