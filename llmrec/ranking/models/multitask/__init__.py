@@ -4,4 +4,6 @@
 TASKS = ("multitask",)
 MODELS = (
     ("shared_bottom", "llmrec.ranking.models.multitask.shared_bottom", "SharedBottom"),
+    ("mmoe", "llmrec.ranking.models.multitask.mmoe", "MMoE"),
+    ("ple", "llmrec.ranking.models.multitask.ple", "PLE"),
 )
