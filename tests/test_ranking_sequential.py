@@ -153,3 +153,45 @@ def test_cape_in_target_attention_trains_and_none_is_the_plain_model(fs, name):
     # position none builds exactly the plain model (same parameters, same outputs)
     assert [n for n, _ in plain.named_parameters()] == \
         [n for n, _ in cape.named_parameters() if "cape" not in n]
+
+
+def test_sequence_training_loss_equals_the_mean_of_the_per_position_losses():
+    from llmrec.data.splits import SplitConfig, make_split
+    from llmrec.ranking.task_config import TaskConfig
+    from llmrec.ranking.tasks import build_task
+
+    tables, _ = make_synthetic(20, 30, mean_len=8, seed=4)
+    split = make_split(tables.df("interactions"), SplitConfig(protocol="leave-last-out"))
+    fs = build_features(tables, split, FeatureConfig(max_hist_len=12, max_multi_len=2))
+    torch.manual_seed(0)
+    model = build_model("sasrec", fs.spec, embed_dim=8, blocks=2, heads=2, dropout=0.0,
+                        position="none").eval()
+    seq_task = build_task(TaskConfig(kind="next_item", sequence_training=True), fs.spec)
+    one_task = build_task(TaskConfig(kind="next_item"), fs.spec)
+    t = fs.tensors
+    train = fs.split_index("train")
+    # a user whose whole training history fits in the window
+    user = next(int(u) for u in t["user_row"][train].unique()
+                if int(t["position"][train][t["user_row"][train] == u].max()) <= fs.spec.max_hist_len)
+    mine = train[t["user_row"][train] == user]
+    last = mine[t["position"][mine].argmax()][None]
+    prefixes = mine[t["hist_rows"][mine, 0] > 0]
+    with torch.no_grad():
+        seq = seq_task.loss(model(fs.batch(last)), fs.batch(last))
+        per = torch.stack([one_task.loss(model(fs.batch(i[None])), fs.batch(i[None]))
+                           for i in prefixes])
+    assert len(prefixes) == int(t["position"][last]) >= 2
+    torch.testing.assert_close(seq, per.mean(), rtol=1e-5, atol=1e-6)
+
+
+def test_sequence_samples_cover_every_training_target_once():
+    from types import SimpleNamespace
+
+    from llmrec.ranking.tasks import sequence_samples
+
+    pos = torch.tensor(list(range(1, 121)) + list(range(1, 11)))
+    users = torch.tensor([1] * 120 + [2] * 10)
+    fs = SimpleNamespace(tensors={"user_row": users, "position": pos},
+                         spec=SimpleNamespace(max_hist_len=50))
+    kept = sequence_samples(fs, torch.arange(130))
+    assert pos[kept].tolist() == [20, 70, 120, 10]

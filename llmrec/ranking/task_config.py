@@ -41,6 +41,10 @@ class TaskConfig:
                                     "softmax (auto) or lambda")
     huber_delta: float = option(1.0, help="regression with loss huber: the delta")
     n_negatives: int = option(100, help="next_item with loss sampled: uniform negatives per batch")
+    sequence_training: bool = option(
+        False, help="next_item: train on whole sequences (every position of a user's window "
+                    "predicts its next item in one pass, as SASRec's paper) instead of one sample "
+                    "per position; needs a model that returns hidden_seq (sasrec)")
     ks: list[int] = option([5, 10, 20], help="cutoffs of HR/NDCG@k (next_item) and nDCG/ERR@k "
                                              "(listwise)")
     group: str = option("user", help="binary/multitask: the groups of gAUC; listwise: the list "

@@ -193,6 +193,8 @@ class NextItemTask(Task):
     default_monitor = "ndcg@10"
 
     def loss(self, out, batch):
+        if self.cfg.sequence_training and self._training_view(out):
+            return _with_aux(self._sequence_loss(out, batch), out)
         hidden, items, target = out["hidden"].float(), out["items"].float(), batch["item_row"]
         if self.cfg.loss == "bce":
             # one uniform negative per sample; one that is the target or in the input history
@@ -218,7 +220,30 @@ class NextItemTask(Task):
     def epoch_batches(self, fs, train, batch_size, generator, rank=0, world=1):
         # a next-item sample needs at least one behaviour to predict from
         train = train[fs.tensors["hist_rows"][train, 0] > 0]
+        if self.cfg.sequence_training:
+            train = sequence_samples(fs, train)
         return super().epoch_batches(fs, train, batch_size, generator, rank, world)
+
+    @staticmethod
+    def _training_view(out) -> bool:
+        if "hidden_seq" not in out:
+            raise ConfigError("task.sequence_training needs a model that returns every "
+                              "position's state (hidden_seq), such as sasrec")
+        return True
+
+    def _sequence_loss(self, out, batch):
+        """Every valid position j of each window predicts the item after it: behaviour j + 1, or
+        the sample's own item for the most recent behaviour. Full softmax over the catalogue."""
+        states, items = out["hidden_seq"].float(), out["items"].float()
+        hist = batch["hist_rows"]
+        n = (hist > 0).sum(1)
+        nxt = torch.cat([hist[:, 1:], torch.zeros_like(hist[:, :1])], 1)
+        j = torch.arange(hist.shape[1], device=hist.device)[None]
+        target = torch.where(j == (n - 1)[:, None], batch["item_row"][:, None], nxt)
+        valid = j < n[:, None]
+        logits = states[valid] @ items.T
+        logits[:, 0] = float("-inf")
+        return F.cross_entropy(logits, target[valid])
 
     def evaluate(self, forward, fs, idx, batch_size):
         ks = sorted(self.cfg.ks)
@@ -245,6 +270,19 @@ class NextItemTask(Task):
         scores[:, 0] = float("-inf")
         top = scores.topk(min(max(self.cfg.ks), scores.shape[1] - 1), dim=1)
         return {"top_rows": top.indices, "top_scores": top.values}
+
+
+def sequence_samples(fs, train: torch.Tensor) -> torch.Tensor:
+    """The training samples whose windows cover every training target once: per user, the last
+    training position, and for users longer than the window, the positions ``max_hist_len``
+    earlier, and so on (each window's positions predict their next items)."""
+    users = fs.tensors["user_row"][train]
+    pos = fs.tensors["position"][train]
+    last = torch.full((int(users.max()) + 1,), -1, dtype=pos.dtype, device=pos.device)
+    last = last.scatter_reduce(0, users, pos, reduce="amax")
+    L = max(fs.spec.max_hist_len, 1)
+    keep = ((last[users] - pos) % L) == 0
+    return train[keep]
 
 
 def full_ranking_rank(scores: torch.Tensor, target: torch.Tensor,

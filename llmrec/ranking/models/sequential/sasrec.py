@@ -71,4 +71,10 @@ class SASRec(SequentialModel):
 
     def forward(self, batch: dict) -> dict:
         e = self.embed(batch)
-        return {"hidden": self.encode(e, batch), "items": self.item_vectors(batch)}
+        states = self.states(e, batch)
+        mask = e.mask
+        last = (mask.sum(1) - 1).clamp_min(0)
+        h = states[torch.arange(states.shape[0], device=states.device), last]
+        h = h * mask.any(1, keepdim=True).to(h.dtype)
+        # every position's state: the next-item task's sequence training reads it
+        return {"hidden": h, "hidden_seq": states, "items": self.item_vectors(batch)}
