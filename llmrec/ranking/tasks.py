@@ -249,7 +249,9 @@ class NextItemTask(Task):
         ks = sorted(self.cfg.ks)
         sums = {f"{m}@{k}": torch.zeros((), dtype=torch.float64, device=idx.device)
                 for k in ks for m in ("hr", "ndcg")}
-        for chunk in idx.split(batch_size):
+        # a chunk scores [rows, catalogue] at once: keep it near 2^27 scores (0.5 GB in fp32)
+        rows = max(1, min(batch_size, (1 << 27) // max(fs.n_items, 1)))
+        for chunk in idx.split(rows):
             out = forward(chunk)
             scores = out["hidden"].float() @ out["items"].float().T
             rank = full_ranking_rank(scores, fs.tensors["item_row"][chunk],
