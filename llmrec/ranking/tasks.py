@@ -249,19 +249,22 @@ class NextItemTask(Task):
         ks = sorted(self.cfg.ks)
         sums = {f"{m}@{k}": torch.zeros((), dtype=torch.float64, device=idx.device)
                 for k in ks for m in ("hr", "ndcg")}
-        # a chunk scores [rows, catalogue] at once: keep it near 2^27 scores (0.5 GB in fp32)
-        rows = max(1, min(batch_size, (1 << 27) // max(fs.n_items, 1)))
-        for chunk in idx.split(rows):
+        for chunk in idx.split(batch_size):
             out = forward(chunk)
-            scores = out["hidden"].float() @ out["items"].float().T
-            rank = full_ranking_rank(scores, fs.tensors["item_row"][chunk],
-                                     fs.tensors["hist_rows"][chunk])
-            for k in ks:
-                hit = rank < k
-                sums[f"hr@{k}"] += hit.double().sum()
-                sums[f"ndcg@{k}"] += torch.where(hit, 1.0 / torch.log2(rank.double() + 2),
-                                                 torch.zeros((), dtype=torch.float64,
-                                                             device=rank.device)).sum()
+            hidden, items = out["hidden"].float(), out["items"].float()
+            # score [rows, catalogue] blocks of about 2^27 scores (0.5 GB in fp32) at a time
+            rows = max(1, (1 << 27) // max(items.shape[0], 1))
+            for start in range(0, chunk.numel(), rows):
+                part = chunk[start:start + rows]
+                scores = hidden[start:start + rows] @ items.T
+                rank = full_ranking_rank(scores, fs.tensors["item_row"][part],
+                                         fs.tensors["hist_rows"][part])
+                for k in ks:
+                    hit = rank < k
+                    sums[f"hr@{k}"] += hit.double().sum()
+                    sums[f"ndcg@{k}"] += torch.where(
+                        hit, 1.0 / torch.log2(rank.double() + 2),
+                        torch.zeros((), dtype=torch.float64, device=rank.device)).sum()
         n = max(int(idx.numel()), 1)
         metrics = {k: float(v) / n for k, v in sums.items()}
         metrics["n"] = int(idx.numel())
