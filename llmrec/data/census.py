@@ -126,7 +126,7 @@ class CensusSplit:
 
 
 def read_census(path: str | Path):
-    """Read one census-income KDD file: returns ``(frame, sha256)``.
+    """Read one census-income KDD file: returns ``(frame, sha256)`` (of the file's bytes).
 
     ``frame`` has the :data:`COLUMNS` (minus :data:`DROPPED`): the :data:`NUMERIC` ones as
     float64, ``income_50k`` as 0/1, the others as stripped strings (``?`` stays a value). Raises
@@ -142,12 +142,12 @@ def read_census(path: str | Path):
     try:
         with open(path, "rb") as f:
             raw = f.read()
+        sha = hashlib.sha256(raw).hexdigest()  # of the file as stored (the data card's checksum)
         if raw[:2] == _GZIP_MAGIC:
             raw = gzip.decompress(raw)
         text = raw.decode("utf-8")
     except (OSError, EOFError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
         raise DataError(f"{path}: cannot read: {exc}") from None
-    sha = hashlib.sha256(raw).hexdigest()
     rows = []
     lines = []
     for ln, line in enumerate(text.splitlines(), start=1):
