@@ -150,9 +150,11 @@ def _sorted_by_score(scores, labels, mask):
     return labels.to(torch.float64).gather(1, order), mask.gather(1, order)
 
 
-def ndcg_at_k(scores, labels, mask, k: int, gain: str = "exp") -> float:
-    """Mean nDCG@k over lists with at least one relevant item (gain 2^y - 1, or y if
-    ``gain="linear"``; discount 1 / log2(rank + 1), rank from 1)."""
+def ndcg_per_list(scores, labels, mask, k: int, gain: str = "exp") -> torch.Tensor:
+    """nDCG@k of every list ``[G]`` (float64), NaN for a list without any gain. The ideal DCG
+    ranks the same (masked) items by label; ties in ``scores`` keep their input order."""
+    if gain not in ("exp", "linear"):
+        raise ValueError(f"gain must be 'exp' or 'linear', got {gain!r}")
     y_sorted, m_sorted = _sorted_by_score(scores, labels, mask)
 
     def g(y):
@@ -164,9 +166,18 @@ def ndcg_at_k(scores, labels, mask, k: int, gain: str = "exp") -> float:
     ideal = torch.sort(g(labels.to(torch.float64)) * mask, dim=1, descending=True).values[:, :k]
     idcg = (ideal * disc).sum(1)
     keep = idcg > 0
+    return torch.where(keep, dcg / torch.where(keep, idcg, torch.ones_like(idcg)),
+                       torch.full_like(dcg, float("nan")))
+
+
+def ndcg_at_k(scores, labels, mask, k: int, gain: str = "exp") -> float:
+    """Mean nDCG@k over lists with at least one relevant item (gain 2^y - 1, or y if
+    ``gain="linear"``; discount 1 / log2(rank + 1), rank from 1)."""
+    per = ndcg_per_list(scores, labels, mask, k, gain)
+    keep = ~torch.isnan(per)
     if not bool(keep.any()):
         return float("nan")
-    return float((dcg[keep] / idcg[keep]).mean())
+    return float(per[keep].mean())
 
 
 def err_at_k(scores, labels, mask, k: int, max_grade: float) -> float:
@@ -182,3 +193,34 @@ def err_at_k(scores, labels, mask, k: int, max_grade: float) -> float:
     if not bool(keep.any()):
         return float("nan")
     return float(err[keep].mean())
+
+
+def mrr_at_k(scores, labels, mask, k: int, threshold: float = 1.0) -> float:
+    """Mean reciprocal rank @k: 1 / (rank of the first item with ``label >= threshold``) within
+    the top k, 0 if none is there; lists without any such item are skipped (NaN if all are)."""
+    y_sorted, m_sorted = _sorted_by_score(scores, labels, mask)
+    k = min(k, labels.shape[1])
+    rel = (y_sorted[:, :k] >= threshold) & m_sorted[:, :k]
+    ranks = torch.arange(1, k + 1, device=labels.device, dtype=torch.float64)
+    rr = torch.where(rel, 1.0 / ranks, torch.zeros_like(ranks)).max(1).values  # first hit = max
+    keep = ((labels >= threshold) & mask).any(1)
+    if not bool(keep.any()):
+        return float("nan")
+    return float(rr[keep].mean())
+
+
+def rbp(scores, labels, mask, p: float = 0.8, k: int | None = None, max_grade: float = 1.0
+        ) -> float:
+    """Mean rank-biased precision (Moffat & Zobel 2008): RBP = (1 - p) sum_r p^(r-1) g_r with
+    g_r = min(y_r, max_grade) / max_grade (binary labels: g = y), over the top ``k`` (all if
+    None). Every list counts, also one without a relevant item (RBP 0): RBP is not normalised
+    by an ideal. The residual (unjudged tail) is not reported."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"rbp: persistence p must be in (0, 1), got {p}")
+    y_sorted, m_sorted = _sorted_by_score(scores, labels, mask)
+    k = labels.shape[1] if k is None else min(k, labels.shape[1])
+    g = y_sorted[:, :k].clamp(min=0, max=max_grade) / max_grade * m_sorted[:, :k]
+    w = (1 - p) * p ** torch.arange(k, device=labels.device, dtype=torch.float64)
+    if labels.shape[0] == 0:
+        return float("nan")
+    return float((g * w).sum(1).mean())

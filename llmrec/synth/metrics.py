@@ -6,7 +6,10 @@ Conventions (also stated in ``docs/synth.md``):
   and the discount ``1 / log2(rank + 1)``. Each query's candidates (its judged documents) are
   ranked by score; tied scores keep their input order. The ideal DCG ranks the same candidates by
   grade. A query whose candidates are all grade 0 has no nDCG and is left out of the mean (the
-  number left out is reported).
+  number left out is reported). The computation is the ranking engine's
+  (``llmrec.ranking.metrics.ndcg_per_list`` with ``gain="linear"``), whose convention is the
+  same; only the layout (one padded list per query) is adapted here. Scores are expected finite
+  (a NaN score sorts first in torch, last in numpy).
 - **AP** at a threshold ``t`` is the average precision of the binary labels ``grade >= t`` over all
   pairs pooled, computed like ``sklearn.metrics.average_precision_score``: the sum over distinct
   score thresholds of (recall step) x precision, tied scores forming one step.
@@ -31,18 +34,39 @@ def dcg(gains_in_rank_order: Sequence[float], k: int) -> float:
     return float(sum(g / math.log2(i + 2) for i, g in enumerate(list(gains_in_rank_order)[:k])))
 
 
+def _padded(lists: list[np.ndarray], dtype) -> np.ndarray:
+    out = np.zeros((len(lists), max((len(x) for x in lists), default=0)), dtype=dtype)
+    for i, x in enumerate(lists):
+        out[i, :len(x)] = x
+    return out
+
+
+def _shared_ndcg(score_lists: list[np.ndarray], grade_lists: list[np.ndarray], k: int) -> list:
+    """Per-query nDCG@k (None where no gain) from the ranking engine's metric with linear gain.
+
+    Thin adapter: SSRA's convention (linear gain, ideal over the same candidates, ties in input
+    order) is exactly ``llmrec.ranking.metrics.ndcg_per_list(..., gain="linear")``; this only
+    lays the queries out as padded ``[G, M]`` lists with a mask and maps NaN to None."""
+    import torch
+
+    from llmrec.ranking.metrics import ndcg_per_list
+
+    if not score_lists:
+        return []
+    s = torch.from_numpy(_padded(score_lists, np.float64))
+    y = torch.from_numpy(_padded(grade_lists, np.float64))
+    m = torch.from_numpy(_padded([np.ones(len(x), dtype=bool) for x in score_lists], bool))
+    per = ndcg_per_list(s, y, m, k, gain="linear").tolist()
+    return [None if math.isnan(v) else float(v) for v in per]
+
+
 def ndcg_at_k(scores: Sequence[float], grades: Sequence[int], k: int = 10) -> float | None:
     """nDCG@k of one query's candidates ranked by ``scores`` (higher first); None if no gain."""
     scores = np.asarray(scores, dtype=np.float64)
     grades = np.asarray(grades, dtype=np.float64)
     if scores.shape != grades.shape:
         raise ValueError(f"scores {scores.shape} and grades {grades.shape} differ in shape")
-    ideal = dcg(sorted(grades, reverse=True), k)
-    if ideal == 0:
-        return None
-    # stable sort of -score: ties keep input order, so the result never depends on the labels
-    order = np.argsort(-scores, kind="stable")
-    return dcg(grades[order], k) / ideal
+    return _shared_ndcg([scores.reshape(-1)], [grades.reshape(-1)], k)[0]
 
 
 def mean_ndcg(query_ids: Sequence[str], scores: Sequence[float], grades: Sequence[int],
@@ -52,16 +76,12 @@ def mean_ndcg(query_ids: Sequence[str], scores: Sequence[float], grades: Sequenc
     for i, q in enumerate(query_ids):
         by_query.setdefault(str(q), []).append(i)
     scores = np.asarray(scores, dtype=np.float64)
-    grades = np.asarray(grades)
-    values, skipped = [], 0
-    for idx in by_query.values():
-        v = ndcg_at_k(scores[idx], grades[idx], k)
-        if v is None:
-            skipped += 1
-        else:
-            values.append(v)
+    grades = np.asarray(grades, dtype=np.float64)
+    per = _shared_ndcg([scores[idx] for idx in by_query.values()],
+                       [grades[idx] for idx in by_query.values()], k)
+    values = [v for v in per if v is not None]
     return {"ndcg": float(np.mean(values)) if values else float("nan"),
-            "n_queries": len(values), "n_skipped": skipped}
+            "n_queries": len(values), "n_skipped": len(per) - len(values)}
 
 
 def average_precision(labels: Sequence[int], scores: Sequence[float]) -> float:
