@@ -195,3 +195,62 @@ def test_sequence_samples_cover_every_training_target_once():
                          spec=SimpleNamespace(max_hist_len=50))
     kept = sequence_samples(fs, torch.arange(130))
     assert pos[kept].tolist() == [20, 70, 120, 10]
+
+
+def test_fair_focused_attention_with_lambda_zero_is_standard_attention():
+    from llmrec.ranking.models.sequential.fair import FocusedAttention
+
+    torch.manual_seed(0)
+    focused = FocusedAttention(8, 2, 0.0, focused=True, layer=1, sub_norm=False)
+    plain = FocusedAttention(8, 2, 0.0, focused=False, layer=1)
+    with torch.no_grad():  # the plain layer gets the focused one's first query/key maps
+        plain.q.weight.copy_(focused.q.weight[:8])
+        plain.q.bias.copy_(focused.q.bias[:8])
+        plain.k.weight.copy_(focused.k.weight[:8])
+        plain.k.bias.copy_(focused.k.bias[:8])
+        plain.v.load_state_dict(focused.v.state_dict())
+        plain.out.load_state_dict(focused.out.state_dict())
+    x = torch.randn(3, 6, 8)
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2, [True] + [False] * 5])
+    with torch.no_grad():
+        out_f = focused(x, mask, lam=torch.tensor(0.0)) - focused.out.bias
+        out_p = plain(x, mask) - plain.out.bias
+    # lambda 0 leaves softmax(Q1 K1^T) V, scaled by (1 - lambda_init) without the sub-norm
+    torch.testing.assert_close(out_f, out_p * (1 - focused.lambda_init), rtol=1e-5, atol=1e-6)
+
+
+def test_fair_scores_every_item_by_its_codes_and_never_perturbs_padding():
+    from llmrec.data.splits import SplitConfig, make_split
+
+    tables, _ = make_synthetic(30, 40, mean_len=8, seed=6)
+    items = tables.frames["items"].copy()
+    n = len(items)
+    items["c1"] = [f"a{i // 8}" for i in range(n)]
+    items["c2"] = [f"b{i % 8}" for i in range(n)]
+    tables.frames["items"] = items
+    split = make_split(tables.df("interactions"), SplitConfig(protocol="leave-last-out"))
+    fs = build_features(tables, split, FeatureConfig(max_hist_len=6, use_item_id=False,
+                                                     item_fields=["c1", "c2"],
+                                                     item_multi_fields=[]))
+    codes = fs.tensors["item_table"][1:]
+    assert len({tuple(r) for r in codes.tolist()}) == codes.shape[0]  # unique per item
+    torch.manual_seed(0)
+    model = build_model("fair", fs.spec, embed_dim=8, heads=2, ffn=16, nr_weight=1.0,
+                        mi_weight=0.5)
+    batch = fs.batch(torch.arange(20))
+    out = model(batch)
+    assert out["items"].shape[0] == fs.n_items and torch.isfinite(out["items"]).all()
+    assert {"model_loss", "aux_loss"} <= set(out)
+    # the score of item i is sum_k of the code heads' logits for its codes (up to a constant)
+    model.eval()
+    with torch.no_grad():
+        h = model._encode(batch["hist_item"], batch["hist_mask"])
+        direct = sum(head(h)[:, fs.tensors["item_table"][:, j]] for j, head in
+                     enumerate(model.heads))
+        got = model(batch)
+        torch.testing.assert_close(got["hidden"] @ got["items"].T, direct, rtol=1e-5, atol=1e-5)
+    model.nr_rate = 1.0
+    noisy = model.perturb(batch["hist_item"], batch["hist_mask"])
+    pad = ~batch["hist_mask"]
+    assert torch.equal(noisy[pad], batch["hist_item"][pad])
+    assert (noisy[batch["hist_mask"]] >= 3).all()  # never a special id

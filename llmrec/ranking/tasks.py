@@ -193,6 +193,10 @@ class NextItemTask(Task):
     default_monitor = "ndcg@10"
 
     def loss(self, out, batch):
+        if "model_loss" in out:
+            # a generative model's own objective for the target (e.g. FAIR's code prediction);
+            # its hidden / items still define the full-ranking scores
+            return _with_aux(out["model_loss"].float(), out)
         if self.cfg.sequence_training and self._training_view(out):
             return _with_aux(self._sequence_loss(out, batch), out)
         hidden, items, target = out["hidden"].float(), out["items"].float(), batch["item_row"]

@@ -7,4 +7,5 @@ TASKS = ("next_item",)
 MODELS = (
     ("gru4rec", "llmrec.ranking.models.sequential.gru4rec", "GRU4Rec"),
     ("sasrec", "llmrec.ranking.models.sequential.sasrec", "SASRec"),
+    ("fair", "llmrec.ranking.models.sequential.fair", "FAIR"),
 )
