@@ -8,9 +8,10 @@ Protocol: :mod:`llmrec.data.census` with task group 1 (income > 50K, marital nev
 split seed 42 for every cell (the model seed varies the initialisation, the batch order and
 dropout). Single-task rows: ``dnn`` with ``task.kind=binary`` on the primary ``label``, loaded
 once with ``census.primary`` set to each task of the group (the label a binary run
-learns is the loader's choice). Multi-task rows: ``task.kind=multitask`` with ``labels`` = the
-group's two tasks, equal loss weights, ``mto=base`` (plain Adam on the summed BCE). Early stopping on
-valid AUC (single task) or mean valid AUC over the two tasks (multi-task), patience 2; the test
+learns is the loader's choice). Multi-task rows: ``task.kind=multitask`` with ``labels`` =
+the group's two tasks, equal loss weights, ``mto=base`` (plain Adam on the summed BCE). Early
+stopping on valid AUC (single task) or mean valid AUC over the two tasks (multi-task), patience
+3, at most 30 epochs; the test
 AUC is that of the best valid epoch. Small models (embedding 8) so the whole table runs in
 minutes on 2 CPU cores. Each cell appends one record per (label, split) with the AUC.
 """
