@@ -204,7 +204,12 @@ def run_experiment(data, learner: str, model: str, eta: float, seed: int, n_sess
                              max_grade=data.max_grade)
     cfg = TrainConfig(learner=learner, model=model, steps=steps, seed=seed, **train_kw)
     res = train_from_clicks(torch.as_tensor(dtr.x), shown, sess, cfg, grades=dtr.y)
-    metrics = evaluate(score(res.ranker, torch.as_tensor(dte.x)), dte.y, dte.mask, data.max_grade)
-    return {"metrics": metrics, "propensity": res.propensity, "theta": sess["theta"],
+    s = score(res.ranker, torch.as_tensor(dte.x))
+    metrics = evaluate(s, dte.y, dte.mask, data.max_grade)
+    # re-ranking of what the logger shows (the test queries' BM25 top K): where clicks inform
+    K = shown.shape[1]
+    metrics_top = evaluate(s[:, :K], dte.y[:, :K], dte.mask[:, :K], data.max_grade)
+    return {"metrics": metrics, "metrics_top": metrics_top, "propensity": res.propensity,
+            "theta": sess["theta"],
             "n_train_queries": len(tr), "n_test_queries": len(te),
             "clicks_per_session": float(sess["clicks"].sum(1).mean())}

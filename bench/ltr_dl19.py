@@ -1,0 +1,127 @@
+"""ULTR on TREC DL19 with simulated clicks (PBM): naive / IPW (true propensities) / DLA / full
+labels, linear and MLP rankers, per seed and eta; nDCG@k (exp gain) and ERR@10 on held-out
+queries' true labels, over all 100 BM25 candidates and over the BM25 top 10 (re-ranking the
+list the logger shows, where the clicks carry information).
+
+Protocol: per seed a seeded 70/30 query split (30 train / 13 test of the 43 judged queries);
+clicks on the training queries' BM25 top 10 from the position-based model, theta_k = rho_k^eta
+(rho of the spec), P(click | e, y) = 0.1 + 0.9 (2^y - 1) / 7; the same click log for every
+learner and model of a (seed, eta) cell. The BM25 ranking (the logging ranker) is reported
+beside them.
+
+Usage:
+  python bench/ltr_dl19.py [--data ../shared/data/trec-dl19] [--etas 0.5 1 2] [--seeds 0 1 2]
+      [--steps 1000] [--sessions 20000] [--out bench/results/ltr_dl19.jsonl]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+LABEL = "simulated clicks (PBM)"
+METRICS = ("ndcg@1", "ndcg@3", "ndcg@5", "ndcg@10", "err@10")
+CANDIDATES = {"all": "all 100 BM25 candidates", "top10": "BM25 top 10 (re-ranking the shown list)"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "trec-dl19"))
+    ap.add_argument("--etas", type=float, nargs="+", default=[1.0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--learners", nargs="+", default=["naive", "ipw", "dla", "full"])
+    ap.add_argument("--models", nargs="+", default=["linear", "mlp"])
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--sessions", type=int, default=20000)
+    ap.add_argument("--test-frac", type=float, default=0.3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ltr_dl19.jsonl"))
+    args = ap.parse_args(argv)
+
+    import numpy as np
+    import torch
+
+    from llmrec import benchrecord as br
+    from llmrec.ltr.clicks import RHO
+    from llmrec.ltr.features import load_dl19
+    from llmrec.ltr.train import evaluate, run_experiment, split_queries
+
+    torch.set_num_threads(args.threads)
+    env = br.environment("cpu", note=f"{args.threads} torch thread(s)")
+    data = load_dl19(args.data)
+    common = {"dataset": "trec-dl19", "label": LABEL, "split": f"seeded {1 - args.test_frac:.0%}"
+              f"/{args.test_frac:.0%} query split per seed",
+              "config": {"steps": args.steps, "sessions": args.sessions, "batch_size": 256,
+                         "lr": 0.05, "optimiser": "Adagrad", "clip": 5.0, "mlp_hidden": [64, 32],
+                         "top_k_shown": 10, "epsilon": 0.1, "propensity": "rho^eta",
+                         "logging_ranker": "bm25", "features": data.feature_names},
+              "command": "python bench/ltr_dl19.py " + " ".join(argv or sys.argv[1:])}
+    cells: dict[tuple, list[dict]] = {}
+    for eta in args.etas:
+        records = []
+        for seed in args.seeds:
+            _, te = split_queries(len(data.query_ids), seed, args.test_frac)
+            dte = data.subset(te)
+            neg_rank = -torch.as_tensor(dte.x[..., 1])  # BM25's order
+            for cand, bm25 in (("all", evaluate(neg_rank, dte.y, dte.mask)),
+                               ("top10", evaluate(neg_rank[:, :10], dte.y[:, :10],
+                                                  dte.mask[:, :10]))):
+                cells.setdefault((eta, "bm25", "none", cand), []).append(bm25)
+                for name in METRICS:
+                    records.append(br.record("ltr_dl19", name, bm25[name], "score", env,
+                                             **common, model="none", strategy="bm25",
+                                             candidates=CANDIDATES[cand], eta=eta, seed=seed))
+            for model in args.models:
+                for learner in args.learners:
+                    t = time.time()
+                    out = run_experiment(data, learner, model, eta, seed,
+                                         n_sessions=args.sessions, steps=args.steps,
+                                         test_frac=args.test_frac)
+                    secs = time.time() - t
+                    m = out["metrics"]
+                    cells.setdefault((eta, learner, model, "all"), []).append(m)
+                    cells.setdefault((eta, learner, model, "top10"), []).append(
+                        out["metrics_top"])
+                    extra = {}
+                    if out["propensity"] is not None:
+                        true = (RHO ** eta) / RHO[0] ** eta
+                        extra["propensity_estimate"] = [round(float(v), 4)
+                                                        for v in out["propensity"]]
+                        extra["propensity_true"] = [round(float(v), 4) for v in true]
+                    for cand, mm in (("all", m), ("top10", out["metrics_top"])):
+                        for name in METRICS:
+                            records.append(br.record(
+                                "ltr_dl19", name, mm[name], "score", env, **common, model=model,
+                                strategy=learner, candidates=CANDIDATES[cand], eta=eta,
+                                seed=seed, n_test_queries=mm["n_queries"],
+                                train_seconds=round(secs, 2), **extra))
+                    print(f"eta={eta} seed={seed} {model:6s} {learner:5s} "
+                          f"ndcg@10={m['ndcg@10']:.4f} err@10={m['err@10']:.4f} "
+                          f"top10 ndcg@10={out['metrics_top']['ndcg@10']:.4f} "
+                          f"({secs:.1f}s)", flush=True)
+        br.append(args.out, records)
+    summary = []
+    print(f"\n{LABEL}: nDCG@10 / ERR@10 on held-out queries, mean +- std over "
+          f"{len(args.seeds)} seeds")
+    for (eta, learner, model, cand), ms in cells.items():
+        row = []
+        for name in METRICS:
+            s = br.summarise([m[name] for m in ms])
+            summary.append(br.record("ltr_dl19", name, s["mean"], "score", env, **common,
+                                     model=model, strategy=learner,
+                                     candidates=CANDIDATES[cand], eta=eta, std=s["std"],
+                                     mean=s["mean"], n_seeds=s["n_seeds"]))
+            row.append(f"{s['mean']:.4f} +- {s['std']:.4f}")
+        print(f"eta={eta:<4} {cand:5s} {model:6s} {learner:5s} ndcg@10 {row[3]}  "
+              f"err@10 {row[4]}")
+    br.append(args.out, summary)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
