@@ -2,8 +2,12 @@
 
 Every command that writes something writes it through :func:`atomic_dir` or :func:`atomic_file`,
 so a killed process leaves either the previous state or the complete new one, never a half-written
-file. Beside each artifact it writes ``llmrec_meta.json``: the resolved config, package versions,
-git revision and a timestamp (see :func:`provenance`).
+file. Files written this way get the permissions a plain ``open()`` would give them (``0666``
+less the umask), so caches shared by several users behave like any other folder. Beside each
+artifact it writes ``llmrec_meta.json``: the resolved config (secrets and URL credentials
+removed), package versions, git revision and a timestamp (see :func:`provenance`). Commands call
+:func:`check_writable` on their outputs before any work starts, so a typo in ``--out`` costs
+seconds, not an epoch.
 
 Resumable stages decide whether a finished output can be reused with one scheme:
 :func:`fingerprint` (sha256 of the canonical JSON of the inputs, 16 hex digits) and
@@ -30,7 +34,7 @@ from importlib import metadata as _md
 from pathlib import Path
 from typing import Any, Collection, Iterator, Literal
 
-from llmrec.errors import ConfigError
+from llmrec.errors import ConfigError, LlmrecError
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +79,8 @@ def provenance(config: Any = None, **extra: Any) -> dict[str, Any]:
     """The provenance record: resolved config (secrets removed), versions, git revision, time."""
     from llmrec.config import to_dict
 
+    from llmrec.config import redact_url
+
     if config is not None and dataclasses.is_dataclass(config):
         config = to_dict(config)
     return {
@@ -83,10 +89,92 @@ def provenance(config: Any = None, **extra: Any) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "git_revision": git_revision(),
-        "command": " ".join(sys.argv),
+        "command": redact_url(" ".join(sys.argv)),
         "timestamp": now_iso(),
         **extra,
     }
+
+
+# --------------------------------------------------------------------------- permissions
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux shows it (``/proc``); elsewhere
+    by setting and restoring it."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def file_mode(executable: bool = False) -> int:
+    """The mode ``open()`` would give a new file here: ``0666`` (``0777`` if executable) less
+    the umask."""
+    return (0o777 if executable else 0o666) & ~current_umask()
+
+
+def _honour_umask(root: Path) -> None:
+    """Give every file under ``root`` the mode a plain ``open()`` would have (tempfile.mkstemp
+    and some writers, safetensors among them, create files ``0600``)."""
+    mode = file_mode()
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            p = os.path.join(dirpath, name)
+            with contextlib.suppress(OSError):
+                st = os.lstat(p)
+                if not os.path.islink(p):
+                    want = file_mode(True) if st.st_mode & 0o100 else mode
+                    if st.st_mode & 0o777 != want:
+                        os.chmod(p, want)
+
+
+# --------------------------------------------------------------------------- writability
+
+class NotWritableError(LlmrecError):
+    """An output location that cannot be written (checked before work starts)."""
+
+
+def check_writable(path: str | Path, option: str = "", *, what: str = "output",
+                   folder: bool = True) -> Path:
+    """Make sure ``path`` (a file or folder that an atomic write will create or replace, or a
+    folder written into) can be written, before any work starts; raise
+    :class:`NotWritableError` naming the path, the cause and the option to change.
+
+    Nothing is created: the nearest existing folder on the way is probed with a temporary file
+    (which also catches read-only mounts and, unlike ``os.access``, tells root the truth about
+    them). A ``path`` that exists as a folder is probed too, since some outputs are written into
+    it. ``folder``: the output is a folder (else a file).
+    """
+    p = Path(path).expanduser()
+    fix = f"; choose another location{' with ' + option if option else ''}"
+    where = f"{what} {p}" + (f" ({option})" if option else "")
+    probe = p.parent if p != p.parent else p
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotWritableError(f"{where} cannot be created: {probe} is a file, not a folder{fix}")
+    if folder and p.exists() and not p.is_dir():
+        raise NotWritableError(f"{where} is a file, but a folder is written there{fix}")
+    if not folder and p.is_dir():
+        raise NotWritableError(f"{where} is a folder, but a file is written there{fix}")
+    targets = [probe]
+    if p.is_dir():
+        targets.append(p)
+    for d in targets:
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".llmrec-write-test-", dir=d)
+        except OSError as exc:
+            raise NotWritableError(f"{where} cannot be written: {d} is not writable "
+                                   f"({exc.strerror}){fix}") from None
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return p
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> None:
@@ -102,6 +190,7 @@ def atomic_file(path: str | Path, mode: str = "wb") -> Iterator[Any]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, file_mode())  # mkstemp makes it 0600; open() would honour the umask
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
@@ -128,6 +217,7 @@ def atomic_dir(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        _honour_umask(tmp)
         if path.exists():
             if not overwrite:
                 raise FileExistsError(f"{path} already exists")

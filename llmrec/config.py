@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
+import textwrap
 import types
 import typing
 from pathlib import Path
@@ -169,8 +171,30 @@ def from_dict(cls: type, data: dict[str, Any] | None, prefix: str = ""):
     return obj
 
 
+# scheme://user:password@host (or scheme://token@host): the credentials part of a URL
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<userinfo>[^/@\s]+)@")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced by ``***``
+    (``http://user:key@host/v1`` -> ``http://***@host/v1``)."""
+    return _URL_USERINFO.sub(lambda m: m.group("scheme") + "***@", text)
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_url(value) if "@" in value else value
+    if isinstance(value, list):
+        return [_redact_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact_value(v) for k, v in value.items()}
+    return value
+
+
 def to_dict(cfg: Any, *, redact: bool = True) -> dict[str, Any]:
-    """The config as plain data, with ``secret`` options left out (for saving beside artifacts)."""
+    """The config as plain data (for saving beside artifacts). With ``redact`` (the default),
+    ``secret`` options are left out and credentials inside URLs (``http://user:key@host``) are
+    replaced by ``***``."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cfg):
         if redact and f.metadata.get("secret"):
@@ -180,6 +204,8 @@ def to_dict(cfg: Any, *, redact: bool = True) -> dict[str, Any]:
             value = to_dict(value, redact=redact)
         elif isinstance(value, tuple):
             value = list(value)
+        if redact:
+            value = _redact_value(value)
         out[f.name] = value
     return out
 
@@ -216,9 +242,10 @@ def _check_path(cls: type, dotted: str) -> Any:
     return cur
 
 
-def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
-    """Parse ``--a.b=c`` / ``--a.b c`` flags into (key, raw value) pairs."""
-    out: list[tuple[str, str]] = []
+def parse_overrides(args: list[str]) -> list[tuple[str, str | None]]:
+    """Parse ``--a.b=c`` / ``--a.b c`` flags into (key, raw value) pairs; a bare ``--flag``
+    (no value follows) gives ``None``, which only a boolean option accepts (as true)."""
+    out: list[tuple[str, str | None]] = []
     i = 0
     while i < len(args):
         arg = args[i]
@@ -233,7 +260,7 @@ def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
             key, raw = body, args[i + 1]
             i += 1
         else:
-            key, raw = body, "true"  # a bare flag switches a boolean on
+            key, raw = body, None  # a bare flag: switches a boolean on
         out.append((key.replace("-", "_"), raw))
         i += 1
     return out
@@ -271,11 +298,26 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
         _deep_update(data, source)
     for key, raw in parse_overrides(overrides or []):
         tp = _check_path(cls, key)
+        if raw is None:
+            if not _is_bool(tp):
+                raise ConfigError(f"--{key} needs a value ({_type_name(tp)}); write "
+                                  f"--{key}=VALUE")
+            raw = "true"
         value = _parse_scalar(raw)
         if tp is str:
             value = raw  # keep strings verbatim ("1e3" stays "1e3")
         _set_path(data, key, value)
     return from_dict(cls, data)
+
+
+def _is_bool(tp: Any) -> bool:
+    """``bool`` or ``bool | None``: the types a bare ``--flag`` may switch on."""
+    if tp is bool:
+        return True
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args == [bool]
+    return False
 
 
 def _deep_update(dst: dict[str, Any], src: dict[str, Any]) -> None:
@@ -305,10 +347,32 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
     return rows
 
 
+HELP_WIDTH = 100
+_DEFAULT_WIDTH = 60
+
+
 def format_help(cls: type) -> str:
-    """Text listing every option of ``cls`` for a command's --help."""
+    """Text listing every option of ``cls`` for a command's --help: the top-level options
+    first, then one group per nested section; lines kept under ``HELP_WIDTH`` characters (long
+    defaults shortened; the YAML of a recipe shows them whole)."""
+    groups: dict[str, list[tuple[str, str, str, str]]] = {"": []}
+    for row in describe(cls):
+        head = row[0].split(".", 1)[0] if "." in row[0] else ""
+        groups.setdefault(head, []).append(row)
+    wrap = textwrap.TextWrapper(width=HELP_WIDTH, initial_indent="      ",
+                                subsequent_indent="      ", break_on_hyphens=False)
     lines = ["config options (set in --config YAML, override with --key=value):"]
-    for key, tp, default, help_text in describe(cls):
-        lines.append(f"  --{key}={tp}  [default: {default}]")
-        lines.append(f"      {help_text}")
+    for head, rows in groups.items():
+        if not rows:
+            continue
+        if len(groups) > 1:
+            lines += ["", f" {head}:" if head else " general:"]
+        for key, tp, default, help_text in rows:
+            if len(default) > _DEFAULT_WIDTH:
+                default = default[:_DEFAULT_WIDTH - 4] + " ..."
+            line = f"  --{key}={tp}  [default: {default}]"
+            if len(line) > HELP_WIDTH:
+                line = textwrap.shorten(line, width=HELP_WIDTH, placeholder=" ...")
+            lines.append(line)
+            lines.extend(wrap.wrap(help_text) or [""])
     return "\n".join(lines)
