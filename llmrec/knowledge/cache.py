@@ -24,6 +24,11 @@ Why shards and claims:
   entries is in place, so an entry is neither lost nor generated twice. Readers also drop
   duplicate keys (first written wins), which covers writers on different hosts sharing a
   network folder, where the claim lock cannot be relied on.
+
+A shard that cannot be read (truncated by a full disk, overwritten, copied half-way) is moved
+aside as ``shards/<name>.corrupt-<UTC time>`` with a warning naming it, and reading goes on with
+the other shards; the entries it held are missing from then on, so the next ``knowledge
+generate`` makes them again. Nothing is deleted: a shard moved aside by mistake can be moved back.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from llmrec.artifacts import atomic_file, llmrec_home, write_json_atomic
+from llmrec.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +111,9 @@ class KnowledgeCache:
         self._seq = 0
         self._seen_files: set[str] = set()
         self._done: set[str] = set()
+        #: shards found unreadable by this process: name -> where it was moved (or the reason
+        #: it could not be moved)
+        self.quarantined: dict[str, str] = {}
 
     # -- setup -------------------------------------------------------------------------------------
     def ensure(self) -> "KnowledgeCache":
@@ -121,25 +130,75 @@ class KnowledgeCache:
                     tmp.unlink()
         return self
 
+    def require(self) -> "KnowledgeCache":
+        """This cache, if its folder holds one; else a DataError naming the folder (a mistyped
+        ``--cache_dir`` must not read as an empty cache)."""
+        if not self.root.is_dir():
+            what = "does not exist" if not self.root.exists() else "is a file, not a folder"
+            raise DataError(f"knowledge cache {self.root} {what}: check --cache_dir (default "
+                            f"{default_cache_dir()}), or make the cache with `llmrec knowledge "
+                            f"generate` or `llmrec knowledge import`")
+        if not (self.root / "cache.json").is_file() and not self.shards.is_dir():
+            raise DataError(f"{self.root} is not a knowledge cache (no cache.json or shards/ "
+                            f"inside): check --cache_dir")
+        return self
+
     def shard_files(self) -> list[Path]:
         if not self.shards.is_dir():
             return []
-        return sorted(self.shards.glob("*.parquet"))
+        return sorted(f for f in self.shards.glob("*.parquet") if f.name not in self.quarantined)
+
+    def _read_shard(self, f: Path, **kwargs: Any):
+        """One shard as an Arrow table; None if it is gone (a compaction since the listing) or
+        unreadable (then moved aside, see the module docstring)."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            return pq.read_table(f, **kwargs)
+        except FileNotFoundError:
+            return None
+        except PermissionError as exc:
+            raise DataError(f"knowledge cache shard {f} cannot be read ({exc.strerror}): give "
+                            f"this user read access to the cache (e.g. chmod -R a+rX "
+                            f"{self.root})") from None
+        except (pa.ArrowException, OSError, ValueError) as exc:
+            self._quarantine(f, exc)
+            return None
+
+    def _quarantine(self, f: Path, exc: BaseException) -> None:
+        reason = " ".join(str(exc).split())[:160] or type(exc).__name__
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        dest = f.with_name(f"{f.name}.corrupt-{stamp}")
+        try:
+            os.replace(f, dest)
+        except FileNotFoundError:  # another reader moved it first
+            self.quarantined[f.name] = "moved aside by another process"
+            return
+        except OSError as move_exc:
+            self.quarantined[f.name] = f"left in place ({move_exc.strerror})"
+            log.warning("knowledge cache: shard %s is unreadable (%s) and could not be moved "
+                        "aside (%s); skipping it. Move or delete it, then run `llmrec knowledge "
+                        "generate` again to remake its entries", f, reason, move_exc.strerror)
+            return
+        self.quarantined[f.name] = str(dest)
+        log.warning("knowledge cache: shard %s is unreadable (%s); moved it aside to %s and "
+                    "going on with the other shards. Its entries are missing until `llmrec "
+                    "knowledge generate` (or `knowledge import` of the same source) remakes "
+                    "them; delete the moved file once you no longer need it", f, reason,
+                    dest.name)
 
     # -- reading -----------------------------------------------------------------------------------
     def done_keys(self, refresh: bool = True) -> set[str]:
         """Keys present in the cache (reads only the shards not read before)."""
-        import pyarrow.parquet as pq
-
         if refresh:
             for f in self.shard_files():
                 if f.name in self._seen_files:
                     continue
-                try:
-                    keys = pq.read_table(f, columns=["key"]).column("key").to_pylist()
-                except FileNotFoundError:  # removed by a compaction since the listing
+                table = self._read_shard(f, columns=["key"])
+                if table is None:
                     continue
-                self._done.update(keys)
+                self._done.update(table.column("key").to_pylist())
                 self._seen_files.add(f.name)
         return self._done
 
@@ -151,18 +210,20 @@ class KnowledgeCache:
         """
         import pandas as pd
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         files = self.shard_files()
         if not files:
             return schema().empty_table().to_pandas()
         tables = []
         for f in files:  # file names start with the write time: this is write order
-            try:
-                tables.append(pq.read_table(f, columns=columns, schema=schema()))
-            except FileNotFoundError:
-                continue
-        table = pa.concat_tables(tables) if tables else schema().empty_table()
+            table = self._read_shard(f, columns=columns, schema=schema())
+            if table is not None:
+                tables.append(table)
+        if not tables:
+            empty = schema().empty_table()
+            table = empty.select(columns) if columns else empty
+        else:
+            table = pa.concat_tables(tables)
         df = table.to_pandas()
         if len(df) and "key" in df.columns:
             df = df.drop_duplicates("key", keep="first")
@@ -274,6 +335,9 @@ class KnowledgeCache:
             "entries": int(len(df)),
             "claims_open": len(list(self.claims.glob("*.claim"))) if self.claims.is_dir() else 0,
             "groups": [],
+            # unreadable shards moved aside, now and by earlier runs
+            "corrupt_shards": sorted(f.name for f in self.shards.glob("*.parquet.corrupt-*"))
+            if self.shards.is_dir() else [],
         }
         if len(df):
             df = df.assign(n_fields=df["field_ids"].map(len))

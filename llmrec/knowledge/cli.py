@@ -23,6 +23,10 @@ class ShowConfig:
     raw: bool = option(False, help="also print the model's raw reply")
     json: bool = option(False, help="print entries as JSON")
 
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1 (got {self.n})")
+
 
 @dataclass
 class StatsConfig:
@@ -61,7 +65,7 @@ def _show(cfg, args) -> int:
     from llmrec.errors import LlmrecError
     from llmrec.knowledge.cache import KnowledgeCache
 
-    cache = KnowledgeCache(cfg.cache_dir)
+    cache = KnowledgeCache(cfg.cache_dir).require()
     df = cache.read(**_filters(cfg))
     if cfg.id is not None:
         df = df[df["entity_id"] == cfg.id]
@@ -94,7 +98,7 @@ def _show(cfg, args) -> int:
 def _stats(cfg, args) -> int:
     from llmrec.knowledge.cache import KnowledgeCache
 
-    s = KnowledgeCache(cfg.cache_dir).stats()
+    s = KnowledgeCache(cfg.cache_dir).require().stats()
     if cfg.json:
         print(json.dumps(s, indent=2))
         return 0
@@ -104,6 +108,10 @@ def _stats(cfg, args) -> int:
         print(f"  {g['entity']:<5} {g['template']:<14} {g['model']}@{g['revision']}: "
               f"{g['entries']:,} entries ({g['ok']} ok, {g['partial']} partial, {g['raw']} raw), "
               f"{g['mean_fields']} fields each, {g['completion_tokens']:,} generated tokens")
+    if s["corrupt_shards"]:
+        print(f"  {len(s['corrupt_shards'])} unreadable shard(s) moved aside in {s['root']}/shards "
+              f"(*.corrupt-*): the next `llmrec knowledge generate` (or import) remakes their "
+              f"entries; delete those files once you no longer need them")
     return 0
 
 
@@ -111,7 +119,7 @@ def _export(cfg, args) -> int:
     from llmrec.artifacts import atomic_dir, write_meta
     from llmrec.knowledge.cache import KnowledgeCache
 
-    cache = KnowledgeCache(cfg.cache_dir)
+    cache = KnowledgeCache(cfg.cache_dir).require()
     df = cache.read(**_filters(cfg))
     with atomic_dir(cfg.out) as tmp:
         df.to_parquet(tmp / "knowledge.parquet", index=False)
@@ -131,19 +139,31 @@ def register(subparsers) -> None:
         "content-addressed cache, embed it, and inspect or export it."))
     p.set_defaults(_handler=None, _group_parser=p)
     sub = p.add_subparsers(dest="knowledge_command", metavar="SUBCOMMAND")
-    for name, cls, fn, help_text in (
+    for name, cls, fn, help_text, outputs in (
         ("generate", GenerateConfig, _generate,
-         "generate (or resume) knowledge for items and/or users into the cache"),
+         "generate (or resume) knowledge for items and/or users into the cache",
+         lambda c: [(_cache_root(c), "--cache_dir")]),
         ("embed", EmbedConfig, _embed,
-         "embed cached knowledge: per-field sentence chunks + a whole-text vector per entity"),
-        ("show", ShowConfig, _show, "print one entity's cached knowledge fields"),
-        ("stats", StatsConfig, _stats, "entries, parse status and tokens per template and model"),
-        ("export", ExportConfig, _export, "write cached entries (deduplicated) to a Parquet file"),
+         "embed cached knowledge: per-field sentence chunks + a whole-text vector per entity",
+         lambda c: [(c.out, "--out") if c.out else (_cache_root(c) / "embeddings", "--out")]),
+        ("show", ShowConfig, _show, "print one entity's cached knowledge fields", None),
+        ("stats", StatsConfig, _stats, "entries, parse status and tokens per template and model",
+         None),
+        ("export", ExportConfig, _export, "write cached entries (deduplicated) to a Parquet file",
+         lambda c: [(c.out, "--out")]),
     ):
-        add_config_command(sub, name, cls, fn, help=help_text)
+        add_config_command(sub, name, cls, fn, help=help_text, outputs=outputs)
 
     from llmrec.knowledge.explain import register_explain
     from llmrec.knowledge.importer import register_import
 
     register_import(sub)
     register_explain(sub)
+
+
+def _cache_root(cfg):
+    from pathlib import Path
+
+    from llmrec.knowledge.cache import default_cache_dir
+
+    return Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()

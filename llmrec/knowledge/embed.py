@@ -270,7 +270,7 @@ def run_embed(cfg: EmbedConfig, *, out=print) -> Path:
     from llmrec.progress import progress
 
     t0 = time.time()
-    cache = KnowledgeCache(cfg.cache_dir)
+    cache = KnowledgeCache(cfg.cache_dir).require()
     kinds = {"items": ["item"], "users": ["user"], "both": ["item", "user"]}[cfg.entities]
     frames = {}
     for kind in kinds:
