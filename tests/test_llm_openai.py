@@ -164,15 +164,17 @@ def test_request_body_carries_sampling_seed_and_schema(server, monkeypatch):
     assert b.model_revision == "served:served-model:/models/x"
 
 
-def test_backoff_grows_exponentially_and_honours_the_cap(monkeypatch):
-    from llmrec.llm.openai_backend import OpenAIBackend
+def test_backoff_grows_exponentially_and_honours_the_cap():
+    from llmrec.llm.openai_backend import EndpointError, OpenAIBackend
 
     sleeps = []
-    monkeypatch.setattr("time.sleep", lambda s: sleeps.append(s))
     cfg = LLMConfig(backend="openai", base_url="http://127.0.0.1:9/v1", retries=5, timeout=0.2)
     b = OpenAIBackend(cfg, backoff_base=1.0, backoff_cap=5.0)
-    out = b.generate([_conv("x")])  # port 9 (discard) refuses: every attempt fails
-    assert out[0].finish_reason == "error"
+    b._stop.wait = lambda s: sleeps.append(s) or False  # the retry sleeps, not slept
+    # port 9 (discard) refuses: every attempt fails, and with no server ever reached the run
+    # stops (see test_llm_dead_endpoint.py) once this request's retries are spent
+    with pytest.raises(EndpointError):
+        b.generate([_conv("x")])
     assert len(sleeps) == 5
     for k, s in enumerate(sleeps):
         full = min(5.0, 2.0 ** k)

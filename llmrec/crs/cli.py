@@ -83,7 +83,20 @@ def _simulate(cfg: SimulationConfig, args) -> int:
     for r in res.records[:cfg.show]:
         print()
         print(format_transcript(r))
-    return 0
+    return _report_abandoned(res)
+
+
+def _report_abandoned(res) -> int:
+    """1 (and one line) when dialogues were dropped by backend failures, else 0."""
+    import sys
+
+    if not res.abandoned:
+        return 0
+    first_id, first_error = next(iter(res.abandoned.items()))
+    print(f"error: {len(res.abandoned)} dialogue(s) were dropped after backend failures (e.g. "
+          f"{first_id}: {first_error}); they are not recorded: rerun the same command to redo "
+          f"them", file=sys.stderr)
+    return 1
 
 
 def record_results(path: str | Path, rows: dict[str, float | None], *, cfg: CrsEvalConfig,
@@ -134,6 +147,8 @@ def _eval_crs(cfg: CrsEvalConfig, args) -> int:
     sim = cfg.simulation
     if cfg.run:
         res = run_simulation(sim)
+        if _report_abandoned(res):
+            return 1  # scoring an incomplete run would report numbers for fewer tasks
         records, metrics = res.records, res.metrics
     else:
         records = TranscriptStore(sim.out).load()
@@ -211,12 +226,15 @@ def register(subparsers) -> None:
 
     add_config_command(
         subparsers, "simulate", SimulationConfig, _simulate,
+        outputs=lambda c: [(c.out, "--out")],
         help="run simulated recommendation dialogues (agent vs AILO user simulator)",
         description="Run or resume a simulator run: tasks with hidden targets, the agent, the "
                     "AILO user simulator and its raters; transcripts go to --out. Recipes: "
                     "simulators/*.yaml.")
     add_config_command(
         _eval_group(subparsers), "crs", CrsEvalConfig, _eval_crs,
+        outputs=lambda c: [(c.simulation.out, "--simulation.out"),
+                           (c.record, "--record", False)],
         help="evaluate a conversational agent with the user simulator (SR, Recall@5, WR)",
         description="Run or resume a simulator run, report SR, Recall@5, rounds and rater "
                     "averages, and with compare_with the judged pairwise win rate. Recipes: "

@@ -19,6 +19,13 @@ are :class:`~llmrec.crs.transcript.Transcript` objects, checked before they are 
 At the end the engine writes ``metrics.json``, ``transcripts.arrow`` (one row per dialogue) and
 ``llmrec_meta.json`` beside the transcripts.
 
+A dialogue in which an LLM call failed in a way another try could fix (the endpoint was
+unreachable or overloaded past the backend's retries: ``Generation.extra["retryable"]``) is
+*abandoned*: it is not written, so a rerun makes it again, and the run reports it
+(:attr:`RunResult.abandoned`; ``llmrec simulate`` then exits 1). A backend that cannot serve the
+run at all (:class:`~llmrec.llm.openai_backend.EndpointError`) stops the run at once, before the
+first dialogue when it is unreachable from the start.
+
 Seeds are per call and derived from (run seed, task id, round, purpose), never from the batch, so a
 dialogue's sampled text does not depend on which other dialogues shared its batch (exactly so
 for greedy decoding and for backends that honour per-request seeds).
@@ -119,6 +126,13 @@ class Dialogue:
     phase: str = "user"  # user | agent | done
     end_reason: str | None = None
     started: float = field(default_factory=time.time)
+    # a retryable backend failure: the dialogue is dropped (not recorded) and redone on resume
+    backend_error: str | None = None
+
+    def note_failure(self, gen) -> None:
+        if gen is not None and gen.finish_reason == "error" and gen.extra.get("retryable") \
+                and self.backend_error is None:
+            self.backend_error = gen.error or "backend error"
 
     def last_agent_turn(self) -> dict[str, Any] | None:
         return self.turns[-1] if self.turns and self.turns[-1]["role"] == "assistant" else None
@@ -153,6 +167,9 @@ class RunResult:
     records: list[dict[str, Any]]
     metrics: dict[str, Any]
     new: int
+    #: task id -> backend error of the dialogues dropped by retryable failures (not recorded;
+    #: a rerun redoes them)
+    abandoned: dict[str, str] = field(default_factory=dict)
 
 
 class Engine:
@@ -197,9 +214,13 @@ class Engine:
         self._owned.clear()
 
     def identity(self) -> dict[str, Any]:
+        from llmrec.llm.openai_backend import EndpointError
+
         def ident(b):
             try:
                 return b.identity()
+            except EndpointError:
+                raise  # nobody answers there: the run cannot go on
             except Exception as exc:  # a backend without a revision still names its model
                 log.debug("no identity for backend: %s", exc)
                 return {"model": getattr(b, "model_id", "?")}
@@ -302,6 +323,7 @@ class Engine:
 
         for (k, what, crit), g in zip(gen_meta, gens):
             d = ds[k]
+            d.note_failure(g)
             if what == "reason":
                 d.last_agent_turn()["ratings"][crit]["reason"] = g.text.strip()
                 continue
@@ -322,7 +344,9 @@ class Engine:
             plan = plans[k]
             if "turn" in plan:
                 d.turns.append(plan["turn"])
-            if plan["policy"] is None:
+            if d.backend_error is not None:
+                d.phase, d.end_reason = "done", "backend_error"
+            elif plan["policy"] is None:
                 d.phase, d.end_reason = "done", "max_rounds"
             elif plan["policy"] == END:
                 d.phase, d.end_reason = "done", "accepted" if plan["accepted"] else "user_ended"
@@ -424,6 +448,7 @@ class Engine:
                 t["steps"].append(step_rec)
                 t["raw"] = raw
                 gen = gens[i]
+                d.note_failure(gen)
                 if gen is not None and gen.finish_reason == "error":
                     # the backend gave up on this request (HTTP errors after retries): recorded
                     # as a failed turn that names the cause, not as an unparseable reply
@@ -462,7 +487,7 @@ class Engine:
             t["recall_hit"] = search_hits_target(t, d.task.target_id, d.task.target_title)
             d.turns.append(t)
             d.round += 1
-            d.phase = "user"
+            d.phase = "user" if d.backend_error is None else "done"
 
     # -- records -----------------------------------------------------------------------------------
     def record(self, d: Dialogue) -> Transcript:
@@ -504,7 +529,10 @@ class Engine:
         if done_ids:
             log.info("resuming %s: %d of %d tasks already done", out,
                      len(done_ids & {t.task_id for t in self.tasks}), len(self.tasks))
+        if pending:
+            self.identity()  # asks an HTTP backend for its model: an unreachable one stops here
         new: list[dict[str, Any]] = []
+        abandoned: dict[str, str] = {}
         live: list[Dialogue] = []
         start = time.time()
         with progress(total=len(self.tasks), initial=len(self.tasks) - len(pending),
@@ -516,6 +544,14 @@ class Engine:
                 self.user_phase([d for d in live if d.phase == "user"])
                 self.agent_phase([d for d in live if d.phase == "agent"])
                 for d in [d for d in live if d.phase == "done"]:
+                    if d.backend_error is not None:
+                        # not finished work: left out of the transcripts, redone on resume
+                        abandoned[d.task.task_id] = d.backend_error
+                        log.warning("dialogue %s dropped after a backend failure (%s); a rerun "
+                                    "will redo it", d.task.task_id, d.backend_error)
+                        live.remove(d)
+                        bar.update(1)
+                        continue
                     transcript = self.record(d)
                     store.append(transcript)
                     rec = transcript.to_dict()
@@ -531,6 +567,7 @@ class Engine:
         records.sort(key=lambda r: order[r["task_id"]])
         metrics = summarize(records)
         run_info = {"seconds": round(seconds, 2), "new_dialogues": len(new),
+                    "abandoned_dialogues": len(abandoned),
                     "dialogues_per_minute": round(60 * len(new) / seconds, 3) if new and seconds
                     else None,
                     "calls": self.calls.summary(), "decisions": self.decisions.as_dict(),
@@ -540,7 +577,7 @@ class Engine:
         store.export_arrow(records)
         write_meta(out, cfg, **{k: run_info[k] for k in ("models", "prompts", "fingerprint")})
         return RunResult(out=out, records=records, metrics={**metrics, "run": run_info},
-                         new=len(new))
+                         new=len(new), abandoned=abandoned)
 
 
 def run_simulation(cfg: SimulationConfig, *, backends: dict[str, Any] | None = None,

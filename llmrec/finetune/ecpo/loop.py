@@ -341,7 +341,15 @@ class Ecpo:
                     "simulator": self._backend(cfg.simulator.llm)}
         engine = Engine(sim_cfg, self.ctx.catalog, tasks, backends=backends)
         log.info("simulating %d dialogues: %s", len(tasks), sim_cfg.out)
-        return engine.run()
+        res = engine.run()
+        if res.abandoned:
+            from llmrec.errors import LlmrecError
+
+            first = next(iter(res.abandoned.items()))
+            raise LlmrecError(f"{sim_cfg.out}: {len(res.abandoned)} dialogue(s) were dropped "
+                              f"after backend failures (e.g. {first[0]}: {first[1]}); rerun the "
+                              f"same command to redo them (finished stages are kept)")
+        return res
 
     # -- stages ------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
