@@ -60,6 +60,9 @@ class GenerateConfig:
             raise ValueError("flush_every must be >= 1")
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1 (got {self.limit}); leave it unset for every "
+                             f"entity")
 
 
 def shard_index(spec: str) -> tuple[int, int]:
@@ -334,12 +337,18 @@ def run_generate(cfg: GenerateConfig, backend=None, *, out=print) -> dict[str, A
 
     t0 = time.time()
     kinds = {"items": ["item"], "users": ["user"], "both": ["item", "user"]}[cfg.entities]
-    data = load_data(cfg.data)
     split = None
-    if "user" in kinds:
-        from llmrec.data.splits import Split, make_split
+    if "user" in kinds and cfg.split_path:
+        from llmrec.data.saved_split import check_saved_split
 
-        split = Split.load(cfg.split_path) if cfg.split_path else make_split(data, cfg.split)
+        cfg.split = check_saved_split(cfg.split_path, cfg.data, cfg.split)
+    data = load_data(cfg.data)
+    if "user" in kinds:
+        from llmrec.data.saved_split import load_saved_split
+        from llmrec.data.splits import make_split
+
+        split = load_saved_split(cfg.split_path, data) if cfg.split_path \
+            else make_split(data, cfg.split)
     cache = KnowledgeCache(cfg.cache_dir).ensure()
     own_backend = backend is None
     if backend is None:

@@ -132,6 +132,14 @@ def _predict(cfg: PredictConfig, args) -> int:
     return 0
 
 
+def _features_output(cfg) -> tuple:
+    """``features_path`` is written only when it holds no features yet."""
+    fp = cfg.features_path
+    if fp and not (Path(fp) / "features.safetensors").is_file():
+        return (fp, "--features_path")
+    return (None, "--features_path")
+
+
 def register(subparsers) -> None:
     from llmrec.cli import add_config_command
 
@@ -144,14 +152,19 @@ def register(subparsers) -> None:
     cfg_cls = _rank_config()
     add_config_command(sub, "train", cfg_cls, _train,
                        help="train one model for its task (early stopping on the task's valid "
-                            "metric) and report its test metrics")
+                            "metric) and report its test metrics",
+                       outputs=lambda c: [(c.output_dir, "--output_dir"),
+                                          _features_output(c)])
     add_config_command(sub, "predict", PredictConfig, _predict,
-                       help="score a file of samples with a trained run (no dataset needed)")
+                       help="score a file of samples with a trained run (no dataset needed)",
+                       outputs=lambda c: [(c.out or None, "--out", False)])
     pop = add_config_command(sub, "popularity", cfg_cls, _popularity,
-                             help="evaluate the item-popularity baseline on the same features")
+                             help="evaluate the item-popularity baseline on the same features",
+                             outputs=lambda c: [_features_output(c)])
     pop.add_argument("--alpha", type=float, default=10.0, help="smoothing toward the prior rate")
     add_config_command(sub, "features", cfg_cls, _features,
-                       help="encode features once and save them (--features_path=DIR)")
+                       help="encode features once and save them (--features_path=DIR)",
+                       outputs=lambda c: [_features_output(c)])
     add_config_command(sub, "models", None, _models,
                        help="list the models of every family and their hyper-parameters")
 
@@ -179,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args._config_cls, getattr(args, "config", None), rest) \
             if args._config_cls is not None else None
+        from llmrec.cli import check_outputs
+
+        check_outputs(args, cfg)
         return int(args._handler(cfg, args) or 0)
     except LlmrecError as exc:
         print(f"error: {exc}", file=sys.stderr)

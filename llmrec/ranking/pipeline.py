@@ -77,15 +77,18 @@ class RankConfig:
 def prepare_features(cfg: RankConfig):
     """Load or build the encoded features for ``cfg`` (cached at ``features_path`` if given)."""
     from llmrec.ranking.features import FeatureSet, build_features
+    from llmrec.ranking.inputs import check_inputs
 
+    check_inputs(cfg)  # split_path / features_path made from what cfg says, or refused
     if cfg.features_path and (Path(cfg.features_path) / "features.safetensors").is_file():
         log.info("loading encoded features from %s", cfg.features_path)
         return FeatureSet.load(cfg.features_path)
     from llmrec.data.loaders import load_data
-    from llmrec.data.splits import Split, make_split
+    from llmrec.data.saved_split import load_saved_split
+    from llmrec.data.splits import make_split
 
     data = load_data(cfg.data)
-    split = Split.load(cfg.split_path) if cfg.split_path else make_split(data, cfg.split)
+    split = load_saved_split(cfg.split_path, data) if cfg.split_path else make_split(data, cfg.split)
     fs = build_features(data, split, cfg.features)
     fs.info["dataset"] = data.name
     fs.info["split_fingerprint"] = getattr(split, "fingerprint", "")
