@@ -293,3 +293,99 @@ def test_unclosed_quote_names_the_line(tmp_path):
     path.write_text('uid,iid\n1,2\n3,"4\n5,6\n')
     msg = _load_error(name="csv", path=str(path), columns={"user_id": "uid", "item_id": "iid"})
     assert "inter.csv, line 3" in msg and "quot" in msg
+
+
+# --------------------------------------------------------------------------- the row rule
+# A row parses into what the table promises or is an error naming its line (issue 22, item 6).
+
+UIR = {"user_id": "uid", "item_id": "iid", "rating": "r"}
+
+
+def _csv_error(tmp_path, text, **kw) -> str:
+    path = tmp_path / "inter.csv"
+    path.write_text(text)
+    return _load_error(name="csv", path=str(path), **{"columns": UIR, **kw})
+
+
+@pytest.mark.parametrize("body,line,found", [
+    ("1,2,3\n1,3\n", 3, 2),  # the optional rating would have read as missing
+    ("1,2,3\n\n\n4,5\n", 5, 2),  # blank lines still counted
+])
+def test_generic_row_with_too_few_fields(tmp_path, body, line, found):
+    msg = _csv_error(tmp_path, "uid,iid,r\n" + body)
+    assert f"inter.csv, line {line}: expected 3 fields (uid,iid,r) but found {found}" in msg
+
+
+def test_items_row_with_too_few_fields(tmp_path):
+    path = tmp_path / "items.csv"
+    path.write_text("item_id,title,genre\n1,a,x\n2,b\n")
+    msg = _load_error(name="csv", path=str(path), table="items")
+    assert "items.csv, line 3: expected 3 fields" in msg and "'2,b'" in msg
+
+
+def test_header_only_files_are_errors(tmp_path):
+    assert "has a header line but no data rows" in _csv_error(tmp_path, "uid,iid,r\n")
+    folder = _ml_small(tmp_path / "ml", "")
+    assert "ratings.csv has a header line but no data rows" in _load_error(path=str(folder))
+    folder = _ml_small(tmp_path / "ml2", "1,1,4.0,964982703\n", movies="movieId,title,genres\n")
+    assert "movies.csv has a header line but no data rows" in _load_error(path=str(folder))
+    # optional side files may be empty
+    folder = _ml_small(tmp_path / "ml3", "1,1,4.0,964982703\n")
+    (folder / "tags.csv").write_text("userId,movieId,tag,timestamp\n")
+    assert len(load_data(DataConfig(path=str(folder))).interactions) == 1
+
+
+def test_a_column_named_twice_in_the_header(tmp_path):
+    folder = _ml_small(tmp_path / "ml", "")
+    (folder / "ratings.csv").write_text("userId,movieId,rating,rating,timestamp\n1,1,4,3,1\n")
+    msg = _load_error(path=str(folder))
+    assert "ratings.csv, line 1: the header names the column 'rating' twice" in msg
+
+
+@pytest.mark.parametrize("row,problem", [
+    ("1,1,-4.0,964982703", "the rating '-4.0' is outside 0.5..5.0"),
+    ("1,1,400,964982703", "the rating '400' is outside 0.5..5.0"),
+    ("1,1,inf,964982703", "the rating 'inf' is not a finite number"),
+    ("1,1,4.0,964982703000", "is after the year 2100 in Unix seconds (if it is in milliseconds"),
+    ("1,1,4.0,-5", "the timestamp '-5' is before 1970"),
+])
+def test_values_outside_the_plausible_range(tmp_path, row, problem):
+    folder = _ml_small(tmp_path / "ml", "1,1,4.0,964982703\n" + row + "\n")
+    msg = _load_error(path=str(folder))
+    assert "ratings.csv, line 3" in msg and problem in msg
+
+
+def test_ml_1m_rating_off_its_scale(tmp_path):
+    (tmp_path / "movies.dat").write_text("1::Toy Story (1995)::Comedy\n")
+    (tmp_path / "ratings.dat").write_text("1::1::5::978300760\n1::1::0::978300761\n")
+    msg = _load_error(name="movielens-1m", path=str(tmp_path))
+    assert "ratings.dat, line 2, column 'Rating': the rating '0' is outside 1.0..5.0" in msg
+
+
+def test_generic_timestamps_in_milliseconds_and_infinite_ratings(tmp_path):
+    msg = _csv_error(tmp_path, "uid,iid,r,t\n1,2,3,1600000000000\n",
+                     columns={**UIR, "timestamp": "t"})
+    assert "line 2, column 'timestamp'" in msg and "milliseconds" in msg
+    assert "not a finite number" in _csv_error(tmp_path, "uid,iid,r\n1,2,-inf\n")
+
+
+def test_lines_after_a_quoted_multi_line_title_are_named_right(tmp_path):
+    # the title of movie 1 spans lines 2-3, so the duplicate is on line 5 and the empty id on 4
+    folder = _ml_small(tmp_path / "ml", "1,1,4.0,964982703\n", movies=(
+        'movieId,title,genres\n1,"Toy\nStory (1995)",Animation\n,Jumanji (1995),Adventure\n'))
+    msg = _load_error(path=str(folder))
+    assert "movies.csv, line 4, column 'movieId': the movie id is empty" in msg
+    (folder / "movies.csv").write_text('movieId,title,genres\n1,"Toy\nStory (1995)",Animation\n'
+                                       '2,Jumanji (1995),Adventure\n1,Dup (1995),Drama\n')
+    msg = _load_error(path=str(folder))
+    assert "movies.csv, line 5, column 'movieId': movie id '1' appears again (first at line 2)" \
+        in msg
+    (folder / "movies.csv").write_text('movieId,title,genres\n1,"Toy\nStory (1995)",Animation\n'
+                                       '2,Jumanji (1995)\n')
+    msg = _load_error(path=str(folder))
+    assert "movies.csv, line 4: expected 3 fields (movieId,title,genres) but found 2" in msg
+
+
+def test_the_bundled_data_still_loads_whole():
+    data = load_data(DataConfig())
+    assert (len(data.df("interactions")), len(data.df("items"))) == (100_836, 9_742)

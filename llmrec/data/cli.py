@@ -36,6 +36,10 @@ class ShowConfig:
                                        "(user_id / item_id / dialogue_id / query_id)")
     n: int = option(5, help="number of rows to show")
 
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1 (got {self.n})")
+
 
 def _stats(cfg, args) -> int:
     from llmrec.data.stats import compute_stats, format_stats
@@ -111,9 +115,12 @@ def register(subparsers) -> None:
                                  "movielens-1m, redial, trec")
         parser.set_defaults(_base_from_args=lambda a: {"data": {"name": a.dataset}} if a.dataset else {})
 
-    for name, cls, fn, help_text in (
-        ("stats", StatsConfig, _stats, "users, items, interactions, rating histogram, density, time span"),
-        ("split", SplitCommandConfig, _split, "write a leakage-safe split (KAR protocol or leave-last-out)"),
-        ("show", ShowConfig, _show, "print rows of a table"),
+    for name, cls, fn, help_text, outputs in (
+        ("stats", StatsConfig, _stats, "users, items, interactions, rating histogram, density, "
+                                       "time span", None),
+        ("split", SplitCommandConfig, _split, "write a leakage-safe split (KAR protocol or "
+                                              "leave-last-out)", lambda c: [(c.out, "--out")]),
+        ("show", ShowConfig, _show, "print rows of a table", None),
     ):
-        add_config_command(sub, name, cls, fn, help=help_text, configure=dataset_arg)
+        add_config_command(sub, name, cls, fn, help=help_text, configure=dataset_arg,
+                           outputs=outputs)

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 
 WHITESPACE = r"\s+"
 ID_COLUMNS = ("user_id", "item_id", "query_id", "doc_id")
+# the latest plausible interaction time in Unix seconds (2100-01-01): a larger value is
+# milliseconds or not a time at all
+UNIX_SECONDS_MAX = 4_102_444_800
 # Multi-character separators ('::') are swapped for this byte so pandas' fast C parser can be used.
 _UNIT_SEP = "\x1f"
 
@@ -206,7 +209,7 @@ class Rows:
 
     def __init__(self, df: pd.DataFrame, path: Path, *, unit: str = "line", sep: str = ",",
                  encoding: str = "utf-8", quoted: bool = True, layout: str = "",
-                 n_fields: int | None = None):
+                 n_fields: int | None = None, field_counts: np.ndarray | None = None):
         self.df = df
         self.path = path
         self.unit = unit
@@ -215,6 +218,9 @@ class Rows:
         self.quoted = quoted
         self.layout = layout
         self.n_fields = len(df.columns) if n_fields is None else n_fields
+        # fields per row, known when a quoted field spans lines (then a row's first line alone
+        # does not tell how many fields the row has)
+        self.field_counts = field_counts
 
     def __len__(self) -> int:
         return len(self.df)
@@ -228,7 +234,8 @@ class Rows:
         several names); error messages still describe the file's own layout."""
         df = pd.DataFrame({new: self.df[old] for new, old in source.items()}, index=self.df.index)
         return Rows(df, self.path, unit=self.unit, sep=self.sep, encoding=self.encoding,
-                    quoted=self.quoted, layout=self.layout, n_fields=self.n_fields)
+                    quoted=self.quoted, layout=self.layout, n_fields=self.n_fields,
+                    field_counts=self.field_counts)
 
     # -- errors
     def _count_fields(self, text: str) -> int:
@@ -246,7 +253,8 @@ class Rows:
         if self.unit == "line":
             text = raw_line(self.path, int(where), self.encoding)
             if text is not None:
-                found = self._count_fields(text)
+                found = int(self.field_counts[pos]) if self.field_counts is not None \
+                    else self._count_fields(text)
                 if found != self.n_fields and self.layout:
                     # a short line reads as empty fields; the field count is the real problem
                     column = None
@@ -321,6 +329,10 @@ class Rows:
         if bad.any():
             pos = int(np.argmax(bad.to_numpy()))
             raise self.error_at(pos, column, f"the {what} {s.iloc[pos]!r} is not a number")
+        infinite = values.notna() & ~np.isfinite(values.fillna(0.0))
+        if infinite.any():
+            pos = int(np.argmax(infinite.to_numpy()))
+            raise self.error_at(pos, column, f"the {what} {s.iloc[pos]!r} is not a finite number")
         if integer:
             frac = values.notna() & (values % 1 != 0)
             if frac.any():
@@ -339,19 +351,35 @@ class Rows:
             return values.astype("Int64")
         return values
 
+    def unix_seconds(self, column: str, *, optional: bool = False) -> pd.Series:
+        """Whole Unix seconds (Int64) between 1970 and 2100: a value outside is an error (most
+        often milliseconds, or a column that is not a time)."""
+        values = self.numbers(column, "timestamp", integer=True, optional=optional)
+        for bad, problem in (
+                (values > UNIX_SECONDS_MAX, "is after the year 2100 in Unix seconds (if it is "
+                                            "in milliseconds, divide the column by 1000)"),
+                (values < 0, "is before 1970 in Unix seconds")):
+            bad = bad.fillna(False).to_numpy(dtype=bool)
+            if bad.any():
+                pos = int(np.argmax(bad))
+                raise self.error_at(pos, column, f"the timestamp {self.df[column].iloc[pos]!r} "
+                                    f"{problem}")
+        return values
+
     def timestamps(self, column: str, *, optional: bool = True) -> pd.Series:
-        """Unix seconds (Int64) from integers, datetimes or ISO-8601 text."""
+        """Unix seconds (Int64) from integers (see :meth:`unix_seconds`), datetimes or ISO-8601
+        text."""
         s = self.df[column]
         if pd.api.types.is_datetime64_any_dtype(s):
             utc = s.dt.tz_localize("UTC") if s.dt.tz is None else s.dt.tz_convert("UTC")
             return _epoch_seconds(utc)
         if pd.api.types.is_numeric_dtype(s):
-            return self.numbers(column, "timestamp", integer=True, optional=optional)
+            return self.unix_seconds(column, optional=optional)
         txt = s.fillna("").astype(str).str.strip()
         empty = txt == ""
         numeric = pd.to_numeric(txt.where(~empty), errors="coerce")
         if (numeric.notna() | empty).all():
-            return self.numbers(column, "timestamp", integer=True, optional=optional)
+            return self.unix_seconds(column, optional=optional)
         parsed = pd.to_datetime(txt.where(~empty), errors="coerce", utc=True, format="ISO8601")
         bad = parsed.isna() & ~empty
         if bad.any():
@@ -384,29 +412,34 @@ def _epoch_seconds(utc: pd.Series) -> pd.Series:
 
 
 def read_delimited(path: Path, *, sep: str = ",", names: list[str] | None = None,
-                   encoding: str = "utf-8", quoted: bool = True) -> Rows:
+                   encoding: str = "utf-8", quoted: bool = True, allow_empty: bool = False) -> Rows:
     """Parse a delimited text file (gzip-aware) into :class:`Rows` of strings.
 
     ``names`` given: the file has no header and each line must have exactly those fields.
-    ``names`` None: the first line is the header. ``quoted`` False for formats that never quote
-    (MovieLens ``::`` / ``|`` files), where a stray ``"`` in a title must stay literal.
-    Blank lines are skipped but still counted, so line numbers match a text editor's.
+    ``names`` None: the first line is the header (a column named twice is an error). ``quoted``
+    False for formats that never quote (MovieLens ``::`` / ``|`` files), where a stray ``"`` in a
+    title must stay literal. Blank lines are skipped but still counted, and a quoted field that
+    spans lines is counted as the lines it spans, so line numbers match a text editor's. A line
+    with fewer fields than the header (pandas would read the missing ones as empty) is an error,
+    and so is a file without data rows unless ``allow_empty``.
     """
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path} does not exist or is not a file")
+    raw = _open_bytes(path)
     kwargs: dict = dict(dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=False,
                         index_col=False, engine="c")
     if not quoted:
         kwargs["quoting"] = csv.QUOTE_NONE
     if names is not None:
         kwargs.update(header=None, names=list(names))
-    source: object = path
+    source: object
     if len(sep) > 1 and sep != WHITESPACE:
         # pandas' C parser takes one-character separators only; the python engine is ~10x slower
         source = io.StringIO(read_text(path, encoding).replace(sep, _UNIT_SEP))
         kwargs["sep"] = _UNIT_SEP
     else:
+        source = io.BytesIO(raw)
         kwargs.update(sep=sep, encoding=encoding)
     try:
         with warnings.catch_warnings():
@@ -426,17 +459,90 @@ def read_delimited(path: Path, *, sep: str = ",", names: list[str] | None = None
         raise DataError(f"{path} could not be read ({exc}); re-download or re-create it") from None
     if names is None:
         df.columns = [str(c).strip() for c in df.columns]
+        _check_header(path, raw, sep, encoding, quoted)
+    n_fields = len(df.columns)
     first_line = 1 if names is not None else 2
-    df.index = pd.RangeIndex(first_line, first_line + len(df))
+    starts, counts = _record_lines(raw, len(df), first_line, sep, encoding, quoted)
+    df.index = pd.Index(starts) if starts is not None else \
+        pd.RangeIndex(first_line, first_line + len(df))
     if len(df.columns):
         blank = np.ones(len(df), dtype=bool)
         for col in df.columns:
             blank &= (df[col] == "").to_numpy()
         if blank.any():
             df = df[~blank]
+            if counts is not None:
+                counts = counts[~blank]
     layout = sep_join(names if names is not None else df.columns, sep)
-    return Rows(df, path, unit="line", sep=sep, encoding=encoding, quoted=quoted, layout=layout)
+    rows = Rows(df, path, unit="line", sep=sep, encoding=encoding, quoted=quoted, layout=layout,
+                field_counts=counts)
+    _check_short_rows(rows, raw, counts, n_fields)
+    if len(df) == 0 and not allow_empty:
+        what = "has a header line but no data rows" if names is None else "has no data rows"
+        raise DataError(f"{path} {what}; check that it is the right file (an interrupted "
+                        f"download or export leaves files like this)")
+    return rows
 
+
+def _check_header(path: Path, raw: bytes, sep: str, encoding: str, quoted: bool) -> None:
+    """A column named twice in the header is an error (pandas would rename one to 'x.1')."""
+    end = raw.find(b"\n")
+    line = raw[:end if end >= 0 else len(raw)].decode(encoding, errors="replace")
+    line = line.lstrip("\ufeff").rstrip("\r")
+    if quoted and len(sep) == 1:
+        fields = next(csv.reader([line], delimiter=sep), [])
+    else:
+        fields = _split_fields(line, sep)
+    seen: set[str] = set()
+    for f in (x.strip() for x in fields):
+        if f in seen and f:
+            raise DataError(f"{path}, line 1: the header names the column {f!r} twice "
+                            f"({line[:200]!r}); rename or remove one of them")
+        seen.add(f)
+
+
+def _record_lines(raw: bytes, n_records: int, first_line: int, sep: str, encoding: str,
+                  quoted: bool) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(start line, field count) of each data record when a quoted field spans lines (then the
+    record number is not the line number); (None, None) when every record is one line."""
+    n_lines = raw.count(b"\n") + (1 if raw and not raw.endswith(b"\n") else 0)
+    if n_lines - (first_line - 1) == n_records or not (quoted and len(sep) == 1):
+        return None, None
+    text = raw.decode(encoding, errors="replace")
+    starts, counts = [], []
+    for line_no, fields in _quoted_rows(Path("?"), text, sep):
+        starts.append(line_no)
+        counts.append(0 if fields == [""] else len(fields))
+    starts, counts = starts[first_line - 1:], counts[first_line - 1:]
+    if len(starts) != n_records:  # the two parsers disagree: keep record numbers
+        return None, None
+    return np.asarray(starts, dtype=np.int64), np.asarray(counts, dtype=np.int64)
+
+
+def _check_short_rows(rows: Rows, raw: bytes, counts: np.ndarray | None, n_fields: int) -> None:
+    """A line with fewer fields than expected reads as empty trailing fields in pandas: find it.
+
+    Only lines whose last field came out empty can be short, so only those are looked at."""
+    df = rows.df
+    if not len(df) or not n_fields:
+        return
+    last = (df.iloc[:, -1] == "").to_numpy()
+    if not last.any():
+        return
+    if counts is not None:
+        short = last & (counts < n_fields)
+        if short.any():
+            raise rows.error(short, None, "")
+        return
+    cand = df.index[last].to_numpy(dtype=np.int64)
+    ends = np.flatnonzero(np.frombuffer(raw, dtype=np.uint8) == 10)
+    for line_no in cand:
+        lo = int(ends[line_no - 2]) + 1 if line_no >= 2 else 0
+        hi = int(ends[line_no - 1]) if line_no - 1 < len(ends) else len(raw)
+        text = raw[lo:hi].decode(rows.encoding, errors="replace").rstrip("\r")
+        if text.strip() and rows._count_fields(text) < n_fields:
+            pos = int(np.argmax(df.index.to_numpy() == line_no))
+            raise rows.error_at(pos, None, "")
 
 def read_parquet(path: Path) -> Rows:
     path = Path(path)

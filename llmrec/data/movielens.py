@@ -40,13 +40,21 @@ ML100K_GENRES = (
 )
 
 
-def _ratings(rows: Rows, user: str, item: str, rating: str, timestamp: str) -> pd.DataFrame:
+def _ratings(rows: Rows, user: str, item: str, rating: str, timestamp: str,
+             scale: tuple[float, float]) -> pd.DataFrame:
+    """Interactions from a ratings file; a rating off the release's star ``scale`` or a time
+    outside 1970..2100 is an error naming its line."""
     return interactions_frame(
         rows.ids(user, "user id"),
         rows.ids(item, "movie id"),
-        rows.numbers(rating, "rating"),
-        rows.numbers(timestamp, "timestamp", integer=True),
+        rows.numbers(rating, "rating", lo=scale[0], hi=scale[1]),
+        rows.unix_seconds(timestamp),
     )
+
+
+# the star scales of the releases (ml-latest has half stars)
+_HALF_STARS = (0.5, 5.0)
+_WHOLE_STARS = (1.0, 5.0)
 
 
 def _none_if_empty(s: pd.Series) -> pd.Series:
@@ -68,7 +76,7 @@ def load_ml_latest_small(cfg: DataConfig) -> RecData:
     ratings = read_delimited(files["ratings.csv"])
     ratings.require_columns(["userId", "movieId", "rating", "timestamp"],
                             "expected the MovieLens header userId,movieId,rating,timestamp")
-    interactions = _ratings(ratings, "userId", "movieId", "rating", "timestamp")
+    interactions = _ratings(ratings, "userId", "movieId", "rating", "timestamp", _HALF_STARS)
 
     movies = read_delimited(files["movies.csv"])
     movies.require_columns(["movieId", "title", "genres"],
@@ -87,14 +95,14 @@ def load_ml_latest_small(cfg: DataConfig) -> RecData:
     tags_path = folder / "tags.csv"
     tag_df = None
     if tags_path.is_file():
-        tags = read_delimited(tags_path)
+        tags = read_delimited(tags_path, allow_empty=True)
         tags.require_columns(["userId", "movieId", "tag", "timestamp"],
                              "expected the MovieLens header userId,movieId,tag,timestamp")
         tag_df = pd.DataFrame({
             "user_id": tags.ids("userId", "user id").to_numpy(dtype=object),
             "item_id": tags.ids("movieId", "movie id").to_numpy(dtype=object),
             "tag": tags.text("tag").to_numpy(dtype=object),
-            "timestamp": tags.numbers("timestamp", "timestamp", integer=True).array,
+            "timestamp": tags.unix_seconds("timestamp").array,
         })
         tag_df = tag_df[tag_df["tag"] != ""].reset_index(drop=True)
         # distinct tags per movie in first-seen order: the persona and item prompts read them
@@ -106,7 +114,7 @@ def load_ml_latest_small(cfg: DataConfig) -> RecData:
 
     links_path = folder / "links.csv"
     if links_path.is_file():
-        links = read_delimited(links_path)
+        links = read_delimited(links_path, allow_empty=True)
         links.require_columns(["movieId", "imdbId", "tmdbId"],
                               "expected the MovieLens header movieId,imdbId,tmdbId")
         link_df = pd.DataFrame({"item_id": links.ids("movieId", "movie id").to_numpy(dtype=object),
@@ -138,7 +146,7 @@ def load_ml_1m(cfg: DataConfig) -> RecData:
 
     ratings = read_delimited(ratings_path, sep="::", encoding="latin-1", quoted=False,
                              names=["UserID", "MovieID", "Rating", "Timestamp"])
-    interactions = _ratings(ratings, "UserID", "MovieID", "Rating", "Timestamp")
+    interactions = _ratings(ratings, "UserID", "MovieID", "Rating", "Timestamp", _WHOLE_STARS)
 
     movies = read_delimited(movies_path, sep="::", encoding="latin-1", quoted=False,
                             names=["MovieID", "Title", "Genres"])
@@ -193,7 +201,7 @@ def load_ml_100k(cfg: DataConfig) -> RecData:
 
     data = read_delimited(files["u.data"], sep="\t", quoted=False,
                           names=["user_id", "item_id", "rating", "timestamp"])
-    interactions = _ratings(data, "user_id", "item_id", "rating", "timestamp")
+    interactions = _ratings(data, "user_id", "item_id", "rating", "timestamp", _WHOLE_STARS)
 
     genre_path = folder / "u.genre"
     genres = list(ML100K_GENRES)

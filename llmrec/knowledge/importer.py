@@ -108,8 +108,33 @@ class ImportConfig:
             raise ValueError("limit must be >= 1")
 
 
+def _checked(path: Path, where: str, eid: Any, value: Any) -> tuple[str, Any]:
+    """``(id, text or {field: text})`` of one entry, or a DataError naming it: ids are strings
+    or whole numbers, texts are strings (a number or a list is a mistake in the source, not
+    text to store as its ``str()``)."""
+    if isinstance(eid, bool) or not isinstance(eid, (str, int)) or str(eid).strip() == "":
+        raise DataError(f"{path}, {where}: the id {eid!r} is not a string or a whole number; "
+                        f"fix the source")
+    if value is None or isinstance(value, str):
+        return str(eid), value
+    if isinstance(value, dict):
+        for field, text in value.items():
+            if text is not None and not isinstance(text, str):
+                raise DataError(f"{path}, {where}: field {field!r} is {type(text).__name__} "
+                                f"{_short(text)}, not text; write it as a JSON string")
+        return str(eid), value
+    raise DataError(f"{path}, {where}: expected text or {{field: text}}, found "
+                    f"{type(value).__name__} {_short(value)}; write it as a JSON string")
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def read_source(path: str | Path) -> Iterator[tuple[str, Any]]:
-    """``(entity id, text or {field: text})`` pairs of a JSON or JSON-lines file, in file order."""
+    """``(entity id, text or {field: text})`` pairs of a JSON or JSON-lines file, in file order;
+    an entry that is not text is a DataError naming it, and so is a source without entries."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"knowledge source {path} does not exist")
@@ -118,26 +143,42 @@ def read_source(path: str | Path) -> Iterator[tuple[str, Any]]:
         obj = json.loads(raw)
     except json.JSONDecodeError:
         obj = None
+    if path.suffix in (".jsonl", ".ndjson") or (
+            isinstance(obj, dict) and "id" in obj and set(obj) <= {"id", "text", "fields"}):
+        obj = None  # JSON lines (one record on one line is a JSON object too)
+    n = 0
     if isinstance(obj, dict):
         for k, v in obj.items():
-            yield str(k), v
-        return
-    if isinstance(obj, list):
-        lines = obj
+            n += 1
+            yield _checked(path, f"entry {k!r}", k, v)
     else:
-        lines = []
-        for n, line in enumerate(raw.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                lines.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}, line {n}: not JSON ({exc.msg})") from None
-    for n, rec in enumerate(lines, start=1):
-        if not isinstance(rec, dict) or "id" not in rec or not ({"text", "fields"} & set(rec)):
-            raise DataError(f"{path}, record {n}: expected an object with 'id' and 'text' or "
-                            f"'fields'")
-        yield str(rec["id"]), rec.get("fields", rec.get("text"))
+        if isinstance(obj, list):
+            lines = [(i, "record", rec) for i, rec in enumerate(obj, start=1)]
+        elif obj is not None and raw.strip():
+            raise DataError(f"{path}: a JSON {type(obj).__name__}, not an object {{id: text}} "
+                            f"or JSON lines of {{\"id\": ..., \"text\": ...}}")
+        else:
+            lines = []
+            for i, line in enumerate(raw.splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    lines.append((i, "line", json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    raise DataError(f"{path}, line {i}: not JSON ({exc.msg})") from None
+        for i, unit, rec in lines:
+            if not isinstance(rec, dict) or "id" not in rec or not ({"text", "fields"} & set(rec)):
+                raise DataError(f"{path}, {unit} {i}: expected an object with 'id' and 'text' "
+                                f"or 'fields'")
+            n += 1
+            value = rec["fields"] if "fields" in rec else rec.get("text")
+            if "fields" in rec and not isinstance(value, dict):
+                raise DataError(f"{path}, {unit} {i}: 'fields' must be an object {{field: "
+                                f"text}}, found {type(value).__name__}")
+            yield _checked(path, f"{unit} {i} (id {rec['id']!r})", rec["id"], value)
+    if n == 0:
+        raise DataError(f"knowledge source {path} holds no entries; expected a JSON object "
+                        f"{{id: text}} or JSON lines {{\"id\": ..., \"text\": ...}}")
 
 
 def assign_sentences(text: str, field_ids: list[str]) -> dict[str, str]:
@@ -198,8 +239,8 @@ def import_rows(cfg: ImportConfig) -> tuple[list[dict[str, Any]], dict[str, Any]
             fields = {}
             for k, v in value.items():
                 fid = _match(str(k), keys) or RAW_FIELD
-                if str(v).strip():
-                    fields[fid] = (fields.get(fid, "") + " " + str(v).strip()).strip()
+                if v is not None and v.strip():
+                    fields[fid] = (fields.get(fid, "") + " " + v.strip()).strip()
             raw = json.dumps(value, ensure_ascii=False)
         else:
             raw = "" if value is None else str(value)
@@ -232,6 +273,10 @@ def import_rows(cfg: ImportConfig) -> tuple[list[dict[str, Any]], dict[str, Any]
         })
         if cfg.limit is not None and len(rows) >= cfg.limit:
             break
+    if not rows:
+        why = (f"none of the {len(wanted)} ids asked for (--ids) is in it" if wanted is not None
+               and not counts["empty"] else f"all {counts['empty']} matching entries are empty")
+        raise DataError(f"nothing to import from {path}: {why}")
     summary = {"source": str(path), "sha256": sha, "model": model, "template": template_name,
                "fields": cfg.fields, **counts}
     return rows, summary
@@ -266,6 +311,9 @@ def register_import(subparsers) -> None:
     """Add ``import`` to the ``llmrec knowledge`` subcommands (called by its ``register``)."""
     from llmrec.cli import add_config_command
 
+    from llmrec.knowledge.cache import default_cache_dir
+
     add_config_command(subparsers, "import", ImportConfig, cli_import,
                        help="import knowledge written elsewhere (JSON / JSON lines) into the "
-                            "cache, with provenance; split into the template's fields")
+                            "cache, with provenance; split into the template's fields",
+                       outputs=lambda c: [(c.cache_dir or default_cache_dir(), "--cache_dir")])
