@@ -74,7 +74,7 @@ def register(subparsers) -> None:
     p.set_defaults(_handler=None, _group_parser=p)
     sub = p.add_subparsers(dest="finetune_command", metavar="RECIPE")
     add_config_command(
-        sub, "ecpo", EcpoConfig, _ecpo,
+        sub, "ecpo", EcpoConfig, _ecpo, outputs=lambda c: [(c.out, "--out")],
         help="SGPT warm-up, forward expectation confirmation, rewriting, turn-level DPO, "
              "held-out evaluation",
         description="Run or resume the ECPO loop: expert dialogues -> SGPT (LoRA SFT) -> forward "

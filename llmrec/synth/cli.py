@@ -106,7 +106,8 @@ def register(subparsers) -> None:
         ("embed", _embed, "train the bi-encoders of the configured conditions"),
         ("experiment", _experiment, "everything, then the results tables"),
     ):
-        add_config_command(sub, name, SynthConfig, fn, help=help_text)
+        add_config_command(sub, name, SynthConfig, fn, help=help_text,
+                           outputs=lambda c: [(c.out, "--out")])
 
     def eval_args(parser):
         parser.add_argument("--embedder", action="append", metavar="PATH",
@@ -115,4 +116,4 @@ def register(subparsers) -> None:
 
     add_config_command(sub, "eval", SynthConfig, _evaluate,
                        help="nDCG@k and AvgAP of embedders on the held-out queries",
-                       configure=eval_args)
+                       configure=eval_args, outputs=lambda c: [(c.out, "--out")])
