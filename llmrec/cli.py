@@ -30,6 +30,7 @@ STAGE_CLIS = (
     "llmrec.synth.cli",
     "llmrec.crs.cli",
     "llmrec.finetune.cli",
+    "llmrec.ltr.cli",
 )
 
 log = logging.getLogger("llmrec")

@@ -153,3 +153,16 @@ def test_cli_simulate_train_eval(tmp_path):
     assert main(["eval", "--model", str(model), "--out", str(res)]) == 0
     got = json.loads(res.read_text())
     assert 0.0 <= got["ndcg@10"] <= 1.0 and got["learner"] == "ipw"
+
+
+def test_llmrec_ltr_group(tmp_path, capsys):
+    from llmrec.cli import main
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    _trec_folder(folder)
+    clicks = tmp_path / "c.npz"
+    assert main(["ltr", "simulate", "--data", str(folder), "--out", str(clicks),
+                 "--sessions", "200"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["sessions"] == 200
+    assert main(["ltr"]) == 2  # the group alone prints its help

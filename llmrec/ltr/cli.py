@@ -1,8 +1,8 @@
 """``ltr`` commands: ``simulate`` a PBM click log on DL19 features, ``train`` a ranker from it,
 ``eval`` the ranker on the held-out queries' true labels.
 
-Runs as ``python -m llmrec.ltr.cli simulate|train|eval ...``; :func:`register` adds the same
-commands as ``llmrec ltr ...`` once ``llmrec.ltr.cli`` is listed in ``llmrec.cli.STAGE_CLIS``.
+Runs as ``llmrec ltr simulate|train|eval ...`` (:func:`register`, listed in
+``llmrec.cli.STAGE_CLIS``) or as ``python -m llmrec.ltr.cli simulate|train|eval ...``.
 
 - ``simulate --data DIR --out clicks.npz``: features of the folder's run (``llmrec.ltr.features``),
   a seeded query split, sessions on the training queries' BM25 top 10; the .npz holds the
