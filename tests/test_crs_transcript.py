@@ -94,3 +94,23 @@ def test_append_checks_the_record_and_a_torn_line_is_still_cut(tmp_path):
         fh.write(b'{"task_id": "z", "turns": [')
     assert [t.task_id for t in store.transcripts()] == ["a"]
     assert store.path.read_bytes().endswith(b"}\n")
+
+
+def test_a_damaged_middle_line_is_an_error_and_loses_nothing(tmp_path):
+    from llmrec.crs.transcript import TranscriptStore
+    from llmrec.errors import DataError
+
+    src = Path(__file__).parent / "data" / "transcripts_v1.jsonl"
+    lines = src.read_text().splitlines(keepends=True)
+    store = TranscriptStore(tmp_path)
+    store.path.write_text(lines[0] + "{not json\n" + "".join(lines[1:]))
+    before = store.path.read_bytes()
+    with pytest.raises(DataError, match=r":2: not a JSON record"):
+        store.transcripts()
+    assert store.path.read_bytes() == before  # nothing cut
+    # a torn last line (a killed writer) is still cut, keeping every finished record
+    store.path.write_text("".join(lines))
+    n = len(store.transcripts())
+    store.path.write_text("".join(lines) + '{"task_id": "half')
+    assert len(store.transcripts()) == n
+    assert store.path.read_text() == "".join(lines)

@@ -320,8 +320,9 @@ class TranscriptStore:
 
     def transcripts(self) -> list[Transcript]:
         """Finished dialogues, typed and checked (a bad record names its file and line); a
-        torn trailing line (a killed writer) is cut off the file. A task id seen twice keeps its
-        first record."""
+        torn trailing line (a killed writer) is cut off the file, while a damaged line with
+        records after it is an error (cutting there would lose them). A task id seen twice keeps
+        its first record."""
         if not self.path.is_file():
             return []
         data = self.path.read_bytes()
@@ -335,8 +336,15 @@ class TranscriptStore:
             line = data[pos:nl]
             try:
                 rec = json.loads(line) if line.strip() else None
-            except json.JSONDecodeError:
-                break
+            except json.JSONDecodeError as exc:
+                rest = data[nl + 1:]
+                if rest.strip():
+                    # damage in the middle: cutting here would drop the valid records after it
+                    n_after = len([x for x in rest.split(b"\n") if x.strip()])
+                    raise DataError(
+                        f"{self.path}:{lineno}: not a JSON record ({exc.msg}); the {n_after} "
+                        f"line(s) after it are kept: delete or repair that line to resume") from None
+                break  # the last line is torn: a killed writer
             if rec is not None:
                 t = Transcript.from_dict(rec, f"{self.path}:{lineno}")
                 if t.task_id not in seen:
