@@ -316,3 +316,17 @@ def test_unknown_monitor_names_the_valid_metrics_when_training():
 def test_task_config_validation(kw, match):
     with pytest.raises(ValueError, match=match):
         TaskConfig(**kw)
+
+
+def test_multitask_weights_apply_to_the_default_labels():
+    from llmrec.errors import ConfigError
+    from llmrec.ranking.features import FeatureSpec
+    from llmrec.ranking.task_config import TaskConfig
+    from llmrec.ranking.tasks import build_task
+
+    spec = FeatureSpec(user_fields=[], item_fields=[("item_id", 5)], item_multi_fields=[],
+                       rating_vocab=3, max_hist_len=1, labels=["like"])
+    task = build_task(TaskConfig(kind="multitask", weights=[1.0, 0.5]), spec)
+    assert task.labels == ["label", "like"] and task.weights == [1.0, 0.5]
+    with pytest.raises(ConfigError, match="one weight per label"):
+        build_task(TaskConfig(kind="multitask", weights=[1.0]), spec)

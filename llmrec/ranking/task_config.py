@@ -64,7 +64,7 @@ class TaskConfig:
         if self.loss not in LOSSES[self.kind]:
             raise ValueError(f"task.loss {self.loss!r} does not apply to task {self.kind!r}; "
                              f"choose one of {', '.join(LOSSES[self.kind])}")
-        if self.weights and len(self.weights) != len(self.labels):
+        if self.weights and self.labels and len(self.weights) != len(self.labels):
             raise ValueError(f"task.weights has {len(self.weights)} values but task.labels "
                              f"{len(self.labels)}: give one weight per label")
         if self.kind in ("regression", "listwise") and len(self.labels) > 1:

@@ -136,6 +136,9 @@ class MultiTask(Task):
         self.labels = list(cfg.labels) or ["label", *spec.labels]
         _check_labels(self.labels, spec)
         self.weights = list(cfg.weights) or [1.0] * len(self.labels)
+        if len(self.weights) != len(self.labels):
+            raise ConfigError(f"task.weights has {len(self.weights)} values for the "
+                              f"{len(self.labels)} labels {self.labels}: give one weight per label")
 
     def loss(self, out, batch):
         logits = out["logits"]
