@@ -168,6 +168,9 @@ def test_ple_levels_and_gates(tmp_path):
     fs = census_features(CensusConfig(path=str(_fixture(tmp_path))))
     batch = fs.batch(torch.arange(8))
     for levels in (1, 3):
+        # seeded: with 8 samples and ReLU experts an unlucky initialisation can leave an
+        # expert's units all inactive, so its gradient is exactly 0 and the check below fails
+        torch.manual_seed(0)
         model = registry.build_model("ple", fs.spec, embed_dim=4, levels=levels, n_shared=2,
                                      n_specific=1, expert=(8,), tower=(4,),
                                      tasks=["income", "marital"]).eval()
