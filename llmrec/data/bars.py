@@ -12,7 +12,7 @@ is per sample.
   frame and the md5 of the *uncompressed* bytes (the checksum BARS publishes), hashed while the
   file streams through the parser.
 * :func:`load_bars` reads the files of a :class:`BarsConfig` into an empty
-  :class:`~llmrec.data.tables.RecData`, a :class:`BarsSplit` (``samples``, ``history = None``,
+  :class:`~llmrec.data.tables.RecData`, a :class:`~llmrec.data.splits.FlatSplit` (``samples``, ``history = None``,
   ``fingerprint``) and the :class:`~llmrec.ranking.features.FeatureConfig` to encode them with;
   :func:`bars_features` does both steps and returns the :class:`FeatureSet`.
 
@@ -37,11 +37,12 @@ import hashlib
 import io
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from llmrec.config import option
+from llmrec.data.splits import FlatSplit
 from llmrec.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -122,31 +123,6 @@ class BarsConfig:
     def files(self) -> dict[str, str]:
         """Split name -> file, for the splits that have one (in train, valid, test order)."""
         return {s: getattr(self, s) for s in SPLIT_NAMES if getattr(self, s) is not None}
-
-
-@dataclass
-class BarsSplit:
-    """The samples of a BARS dataset in the shape :func:`build_features` takes.
-
-    ``samples`` has user_id, item_id, label, split, position (0) and the context and numeric
-    columns; ``history`` is None (flat data, no behaviour sequences).
-    """
-
-    config: BarsConfig
-    samples: Any
-    history: Any = None
-    cutoffs: Any = None
-    dataset: str = ""
-    fingerprint: str = ""
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def part(self, name: str):
-        """The samples of one split ('train', 'valid' or 'test')."""
-        return self.samples[self.samples["split"] == name]
-
-    def summary(self) -> dict[str, Any]:
-        return {"protocol": "bars" if self.info.get("bars_comparable") else "bars-format",
-                "fingerprint": self.fingerprint, **self.info}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -269,7 +245,7 @@ def load_bars(cfg: BarsConfig):
 
     ``tables`` is a :class:`~llmrec.data.tables.RecData` named ``cfg.name`` with no tables (BARS
     data has no users or items tables) and the files, md5s and row counts in ``info``; ``split``
-    a :class:`BarsSplit`; ``feature_config`` the :class:`FeatureConfig` to pass with them to
+    a :class:`~llmrec.data.splits.FlatSplit`; ``feature_config`` the :class:`FeatureConfig` to pass with them to
     :func:`~llmrec.ranking.features.build_features`.
     """
     import numpy as np
@@ -348,8 +324,9 @@ def load_bars(cfg: BarsConfig):
     fingerprint = h.hexdigest()[:16]
     tables = RecData(name=cfg.name, tables={}, source=", ".join(str(p) for p in files.values()),
                      info=dict(info))
-    split = BarsSplit(config=cfg, samples=samples, dataset=cfg.name, fingerprint=fingerprint,
-                      info=info)
+    split = FlatSplit(config=cfg, samples=samples, dataset=cfg.name, fingerprint=fingerprint,
+                      info=info,
+                      protocol="bars" if info.get("bars_comparable") else "bars-format")
     if cfg.user_column and cfg.min_count > 1:
         log.warning("bars: min_count %d applies to the context fields and the item id; the engine "
                     "keeps every training user id (BARS would map rare users to unknown)",

@@ -32,11 +32,12 @@ import gzip
 import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from llmrec.config import option
+from llmrec.data.splits import FlatSplit
 from llmrec.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -103,26 +104,6 @@ class CensusConfig:
     @property
     def tasks(self) -> tuple[str, ...]:
         return GROUPS[self.group]
-
-
-@dataclass
-class CensusSplit:
-    """The re-split samples in the shape :func:`build_features` takes (``history`` None)."""
-
-    config: CensusConfig
-    samples: Any
-    history: Any = None
-    cutoffs: Any = None
-    dataset: str = ""
-    fingerprint: str = ""
-    info: dict[str, Any] = field(default_factory=dict)
-
-    def part(self, name: str):
-        return self.samples[self.samples["split"] == name]
-
-    def summary(self) -> dict[str, Any]:
-        return {"protocol": "census-income re-split", "fingerprint": self.fingerprint,
-                **self.info}
 
 
 def read_census(path: str | Path):
@@ -247,8 +228,8 @@ def load_census(cfg: CensusConfig | None = None):
         {"sha256": sha, "group": cfg.group, "primary": cfg.primary, "seed": cfg.seed,
          "fractions": list(cfg.fractions)}, sort_keys=True).encode()).hexdigest()[:16]
     tables = RecData(name=cfg.name, tables={}, source=str(cfg.path), info=dict(info))
-    split = CensusSplit(config=cfg, samples=samples, dataset=cfg.name, fingerprint=fingerprint,
-                        info=info)
+    split = FlatSplit(config=cfg, samples=samples, dataset=cfg.name, fingerprint=fingerprint,
+                      info=info, protocol="census-income re-split")
     feature_cfg = FeatureConfig(
         max_hist_len=0, user_fields=[], item_fields=[], item_multi_fields=[], use_user_id=False,
         use_item_id=False, use_hist_rating=False, context_fields=context,

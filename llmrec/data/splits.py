@@ -124,6 +124,29 @@ class Split:
                    fingerprint=meta.get("fingerprint", ""), info=meta.get("info", {}), **tables)
 
 
+@dataclass
+class FlatSplit:
+    """Samples whose source already assigned them to train / valid / test (flat CTR files, a
+    re-split table), in the shape ``build_features`` takes: ``history`` is None (no behaviour
+    sequences). ``protocol`` names how the samples were split, for summaries."""
+
+    config: Any
+    samples: Any
+    protocol: str
+    history: Any = None
+    cutoffs: Any = None
+    dataset: str = ""
+    fingerprint: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def part(self, name: str):
+        """The samples of one split ('train', 'valid' or 'test')."""
+        return self.samples[self.samples["split"] == name]
+
+    def summary(self) -> dict[str, Any]:
+        return {"protocol": self.protocol, "fingerprint": self.fingerprint, **self.info}
+
+
 def _sorted_history(interactions):
     """Interactions time-sorted per user with their 0-based ``position``.
 
