@@ -15,6 +15,14 @@ import torch
 from llmrec.ranking.models.base import Backbone
 
 
+def last_state(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The state at the last valid position of right-padded sequences: ``states [B, L, H]``,
+    ``mask [B, L]`` -> [B, H]; zeros for an empty sequence (it has no state)."""
+    last = (mask.sum(1) - 1).clamp_min(0)
+    h = states[torch.arange(states.shape[0], device=states.device), last]
+    return h * mask.any(1, keepdim=True).to(h.dtype)
+
+
 class SequentialModel(Backbone):
     """Subclasses implement :meth:`encode` (``Embedded`` -> [B, H])."""
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from llmrec.ranking.features import FeatureSpec
-from llmrec.ranking.models.sequential.base import SequentialModel
+from llmrec.ranking.models.sequential.base import SequentialModel, last_state
 
 
 class FocusedAttention(nn.Module):
@@ -141,9 +141,7 @@ class FAIR(SequentialModel):
         for block in self.blocks:
             x = block(x, tok_mask)
         x = self.final_ln(x)
-        last = (tok_mask.sum(1) - 1).clamp_min(0)  # the most recent item's last code token
-        h = x[torch.arange(x.shape[0], device=x.device), last]
-        return h * mask.any(1, keepdim=True).to(h.dtype)
+        return last_state(x, tok_mask)  # the most recent item's last code token
 
     def perturb(self, codes: torch.Tensor, mask: torch.Tensor,
                 generator: torch.Generator | None = None) -> torch.Tensor:

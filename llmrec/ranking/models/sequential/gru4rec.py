@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from llmrec.ranking.features import FeatureSpec
-from llmrec.ranking.models.sequential.base import SequentialModel
+from llmrec.ranking.models.sequential.base import SequentialModel, last_state
 
 
 class GRU4Rec(SequentialModel):
@@ -27,7 +27,4 @@ class GRU4Rec(SequentialModel):
         b, l, k, d = e.history.shape
         states, _ = self.gru(self.dropout(e.history.reshape(b, l, k * d)))
         # padding follows the valid behaviours: the state after the last valid one
-        last = (e.mask.sum(1) - 1).clamp_min(0)
-        h = states[torch.arange(b, device=states.device), last]
-        h = h * (e.mask.any(1, keepdim=True)).to(h.dtype)  # an empty history has no state
-        return self.out(h)
+        return self.out(last_state(states, e.mask))

@@ -16,7 +16,7 @@ from torch import nn
 
 from llmrec.ranking.features import FeatureSpec
 from llmrec.ranking.models.sequential.attention import Block
-from llmrec.ranking.models.sequential.base import SequentialModel
+from llmrec.ranking.models.sequential.base import SequentialModel, last_state
 
 
 class SASRec(SequentialModel):
@@ -64,17 +64,11 @@ class SASRec(SequentialModel):
         return self.final_ln(x)
 
     def encode(self, e, batch: dict | None = None) -> torch.Tensor:
-        x, mask, b = self.states(e, batch), e.mask, e.history.shape[0]
-        last = (mask.sum(1) - 1).clamp_min(0)
-        h = x[torch.arange(b, device=x.device), last]
-        return h * mask.any(1, keepdim=True).to(h.dtype)
+        return last_state(self.states(e, batch), e.mask)
 
     def forward(self, batch: dict) -> dict:
         e = self.embed(batch)
         states = self.states(e, batch)
-        mask = e.mask
-        last = (mask.sum(1) - 1).clamp_min(0)
-        h = states[torch.arange(states.shape[0], device=states.device), last]
-        h = h * mask.any(1, keepdim=True).to(h.dtype)
         # every position's state: the next-item task's sequence training reads it
-        return {"hidden": h, "hidden_seq": states, "items": self.item_vectors(batch)}
+        return {"hidden": last_state(states, e.mask), "hidden_seq": states,
+                "items": self.item_vectors(batch)}
