@@ -46,7 +46,7 @@ def next_item_popularity(features, splits: tuple[str, ...] = ("valid", "test"),
     samples, ranked over the whole catalogue with each sample's input history masked (the
     next-item task's protocol). Ties, frequent for counts, are broken in favour of the lower
     item-table row (the catalogue's order), so the result does not depend on sort stability."""
-    from llmrec.ranking.tasks import full_ranking_rank
+    from llmrec.ranking.tasks import full_ranking_rank, rank_metric_sums
 
     train = features.split_index("train")
     n = features.n_items
@@ -63,12 +63,8 @@ def next_item_popularity(features, splits: tuple[str, ...] = ("valid", "test"),
             rank = full_ranking_rank(scores[None].expand(chunk.numel(), -1),
                                      features.tensors["item_row"][chunk],
                                      features.tensors["hist_rows"][chunk])
-            for k in ks:
-                hit = rank < k
-                m[f"hr@{k}"] = m.get(f"hr@{k}", 0.0) + float(hit.double().sum())
-                m[f"ndcg@{k}"] = m.get(f"ndcg@{k}", 0.0) + float(
-                    torch.where(hit, 1.0 / torch.log2(rank.double() + 2),
-                                torch.zeros((), dtype=torch.float64, device=rank.device)).sum())
+            for name, value in rank_metric_sums(rank, ks).items():
+                m[name] = m.get(name, 0.0) + float(value)
         out[s] = {k: v / max(idx.numel(), 1) for k, v in m.items()}
         out[s]["n"] = int(idx.numel())
     return out

@@ -266,12 +266,8 @@ class NextItemTask(Task):
                 scores = hidden[start:start + rows] @ items.T
                 rank = full_ranking_rank(scores, fs.tensors["item_row"][part],
                                          fs.tensors["hist_rows"][part])
-                for k in ks:
-                    hit = rank < k
-                    sums[f"hr@{k}"] += hit.double().sum()
-                    sums[f"ndcg@{k}"] += torch.where(
-                        hit, 1.0 / torch.log2(rank.double() + 2),
-                        torch.zeros((), dtype=torch.float64, device=rank.device)).sum()
+                for name, value in rank_metric_sums(rank, ks).items():
+                    sums[name] += value
         n = max(int(idx.numel()), 1)
         metrics = {k: float(v) / n for k, v in sums.items()}
         metrics["n"] = int(idx.numel())
@@ -295,6 +291,18 @@ def sequence_samples(fs, train: torch.Tensor) -> torch.Tensor:
     L = max(fs.spec.max_hist_len, 1)
     keep = ((last[users] - pos) % L) == 0
     return train[keep]
+
+
+def rank_metric_sums(rank: torch.Tensor, ks) -> dict[str, torch.Tensor]:
+    """Sums over a batch of 0-based ranks of HR@k = [rank < k] and NDCG@k = 1 / log2(rank + 2)
+    (0 beyond k), as float64 scalars on the ranks' device: ``{"hr@k": ..., "ndcg@k": ...}``."""
+    out = {}
+    zero = torch.zeros((), dtype=torch.float64, device=rank.device)
+    for k in ks:
+        hit = rank < k
+        out[f"hr@{k}"] = hit.double().sum()
+        out[f"ndcg@{k}"] = torch.where(hit, 1.0 / torch.log2(rank.double() + 2), zero).sum()
+    return out
 
 
 def full_ranking_rank(scores: torch.Tensor, target: torch.Tensor,
