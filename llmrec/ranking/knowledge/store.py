@@ -35,7 +35,6 @@ from llmrec.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
 
-TABLE_OF = {"user": "user_table", "item": "item_table"}
 ROW_OF = {"user": "user_row", "item": "item_row"}
 
 
