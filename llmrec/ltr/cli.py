@@ -9,6 +9,10 @@ Runs as ``llmrec ltr simulate|train|eval ...`` (:func:`register`, listed in
   features, labels, split and sessions, so the later steps need only it.
 - ``train --clicks clicks.npz --out ranker.pt --learner naive|ipw|dla|full --model linear|mlp``.
 - ``eval --model ranker.pt [--out metrics.json]``: nDCG@{1,3,5,10} (exp gain), ERR@10, MRR@10.
+- ``session-metrics --data DIR|FILE [--out table.json]``: session metrics (NUM, U-measure, sDCG,
+  session RBP, per-query nDCG) of a ``session-sat-chiir16`` folder against its session ratings,
+  or query-level metrics of a ``tiangong-ram-clicks`` file against its satisfaction labels, with
+  Pearson / Spearman / Kendall and bootstrap 95% intervals (``llmrec.ltr.sessions``).
 """
 
 from __future__ import annotations
@@ -104,6 +108,48 @@ def _eval(cfg, args) -> int:
     return 0
 
 
+def session_metrics_table(data: str, n_boot: int = 1000, seed: int = 0, L: float = 1000.0,
+                          max_usefulness: float | None = None) -> dict:
+    """The metric-vs-satisfaction table of a CHIIR'16 folder or a TianGong file."""
+    from llmrec.errors import DataError
+    from llmrec.ltr import sessions as S
+
+    path = Path(data)
+    if path.is_dir():
+        ss = S.load_chiir16(path)
+        values = S.chiir16_metrics(ss, L=L)
+        rows = S.satisfaction_table(values, [s.rating for s in ss], n_boot, seed)
+        return {"format": "chiir16", "data": str(path), "n": len(ss),
+                "target": "session rating (Performance, 1-5)", "rows": rows}
+    if path.is_file():
+        qs = S.load_tiangong(path)
+        mx = max_usefulness if max_usefulness is not None else \
+            max(max(q.usefulness) for q in qs)
+        values = S.tiangong_metrics(qs, mx, L=L)
+        rows = S.satisfaction_table(values, [q.satisfaction for q in qs], n_boot, seed)
+        return {"format": "tiangong", "data": str(path), "n": len(qs), "max_usefulness": mx,
+                "target": "query satisfaction (0-4)", "rows": rows,
+                "click_usefulness_agreement": S.click_usefulness_agreement(qs)}
+    raise DataError(f"{path}: no such folder or file; pass a session-sat-chiir16 folder or a "
+                    "tiangong-ram-clicks file (e.g. fsd_test.tsv.gz)")
+
+
+def _session_metrics(cfg, args) -> int:
+    from llmrec.artifacts import write_json_atomic
+
+    table = session_metrics_table(args.data, args.boot, args.seed, args.L, args.max_usefulness)
+    print(f"{table['format']}: {table['n']} rows, correlation with {table['target']} "
+          f"(95% bootstrap intervals, {args.boot} resamples)")
+    print(f"{'metric':44s} {'pearson':>22s} {'spearman':>22s} {'kendall':>22s}")
+    for r in table["rows"]:
+        cells = [f"{r[m]['r']:+.3f} [{r[m]['lo']:+.3f}, {r[m]['hi']:+.3f}]"
+                 for m in ("pearson", "spearman", "kendall")]
+        print(f"{r['metric']:44s} " + " ".join(f"{c:>22s}" for c in cells))
+    if args.out:
+        write_json_atomic(args.out, table)
+    return 0
+
+
 def _add_commands(sub) -> None:
     p = sub.add_parser("simulate", help="simulate PBM clicks on a TREC folder's BM25 top 10")
     p.add_argument("--data", required=True, help="trec folder (e.g. ../shared/data/trec-dl19)")
@@ -133,9 +179,22 @@ def _add_commands(sub) -> None:
     p.add_argument("--out", default=None, help="optional JSON file for the metrics")
     p.set_defaults(_handler=_eval, _config_cls=None, _outputs=None)
 
+    p = sub.add_parser("session-metrics",
+                       help="session / query metrics against user satisfaction, with CIs")
+    p.add_argument("--data", required=True, help="session-sat-chiir16 folder, or one "
+                   "tiangong-ram-clicks file (fsd_test.tsv.gz, ...)")
+    p.add_argument("--out", default=None, help="optional JSON file for the table")
+    p.add_argument("--boot", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--L", type=float, default=1000.0, help="U-measure / NUM patience "
+                   "(characters)")
+    p.add_argument("--max-usefulness", type=float, default=None, help="TianGong: top "
+                   "usefulness grade (FSD 4, QRef 3); default: the largest in the file")
+    p.set_defaults(_handler=_session_metrics, _config_cls=None, _outputs=None)
+
 
 def register(subparsers) -> None:
-    """Add ``ltr simulate|train|eval`` to the ``llmrec`` parser."""
+    """Add ``ltr simulate|train|eval|session-metrics`` to the ``llmrec`` parser."""
     group = subparsers.add_parser("ltr", help="unbiased learning to rank from simulated clicks")
     group.set_defaults(_group_parser=group)
     _add_commands(group.add_subparsers(dest="ltr_command", metavar="COMMAND"))

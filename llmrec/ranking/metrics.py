@@ -224,3 +224,255 @@ def rbp(scores, labels, mask, p: float = 0.8, k: int | None = None, max_grade: f
     if labels.shape[0] == 0:
         return float("nan")
     return float((g * w).sum(1).mean())
+
+
+# ------------------------------------------------------------------------------------------------
+# session metrics: a session is a sequence of queries, each a shown list of document ids (or a
+# SessionQuery with clicks, dwell times and snippet lengths); ``labels`` maps a document id to its
+# session-level grade. Grades below 0 (e.g. the -1 "spam" grade of some judgment sets) count as 0.
+# Pure Python: sessions are short, and these run once per session, not in a training loop.
+
+
+class SessionQuery:
+    """One query of a session: the shown documents in rank order and, where known, which were
+    clicked (0/1 per rank), dwell times (seconds per rank) and snippet lengths (characters of title
+    + snippet per rank). A plain list of document ids is read as a query without click data."""
+
+    __slots__ = ("docs", "clicks", "dwell", "snippet_len")
+
+    def __init__(self, docs, clicks=None, dwell=None, snippet_len=None):
+        self.docs = [str(d) for d in docs]
+        n = len(self.docs)
+        for name, v in (("clicks", clicks), ("dwell", dwell), ("snippet_len", snippet_len)):
+            if v is not None and len(v) != n:
+                raise ValueError(f"SessionQuery: {name} has {len(v)} entries for {n} documents")
+        self.clicks = None if clicks is None else [int(bool(c)) for c in clicks]
+        self.dwell = None if dwell is None else [float(t) for t in dwell]
+        self.snippet_len = None if snippet_len is None else [float(s) for s in snippet_len]
+
+    def __repr__(self):
+        return f"SessionQuery({self.docs!r}, clicks={self.clicks!r})"
+
+
+def _as_queries(session) -> list[SessionQuery]:
+    return [q if isinstance(q, SessionQuery) else SessionQuery(q) for q in session]
+
+
+def _grade(labels, doc) -> float:
+    return max(float(labels.get(doc, 0.0)), 0.0)
+
+
+def _gain_of(grade: float, gain: str) -> float:
+    if gain == "exp":
+        return 2.0 ** grade - 1.0
+    if gain == "linear":
+        return grade
+    raise ValueError(f"gain must be 'exp' or 'linear', got {gain!r}")
+
+
+def dcg_list(docs, labels, k: int | None = None, b: float = 2.0, gain: str = "exp") -> float:
+    """DCG of one shown list: sum_r gain(rel_r) / log_b(r + b - 1), r from 1 (b = 2 is the usual
+    1 / log2(r + 1); the smooth form of Jarvelin et al.'s discount used by Kanoulas et al. 2011)."""
+    docs = list(docs)[:k] if k is not None else list(docs)
+    return sum(_gain_of(_grade(labels, d), gain) * math.log(b) / math.log(r + b - 1)
+               for r, d in enumerate(docs, 1))
+
+
+def _ideal_docs(labels) -> list:
+    return sorted((d for d, g in labels.items() if float(g) > 0),
+                  key=lambda d: (-float(labels[d]), str(d)))
+
+
+def ndcg_list(docs, labels, k: int | None = None, gain: str = "exp") -> float:
+    """nDCG@k of one shown list against the ideal ranking of *all* judged documents in ``labels``
+    (not only the shown ones); NaN when no judged document is relevant."""
+    ideal = dcg_list(_ideal_docs(labels), labels, k, gain=gain)
+    if ideal <= 0:
+        return float("nan")
+    return dcg_list(docs, labels, k, gain=gain) / ideal
+
+
+def sdcg(session, labels, k: int | None = None, b: float = 2.0, bq: float = 4.0,
+         query_discount: bool = True, normalise: bool = False, gain: str = "exp") -> float:
+    """Session DCG (Jarvelin et al., ECIR 2008; the smooth form of Kanoulas et al., SIGIR 2011):
+    sum_j DCG_b(q_j) / log_bq(j + bq - 1), j = 1..m (the first query is not discounted).
+    ``normalise=True`` gives nsDCG: divided by the same sum for a session of as many queries, each
+    showing the ideal list of ``labels`` (cut at ``k``, or at that query's length if ``k`` is None);
+    NaN when there is no relevant document."""
+    queries = _as_queries(session)
+    ideal_docs = _ideal_docs(labels) if normalise else None
+    tot = den = 0.0
+    for j, q in enumerate(queries, 1):
+        w = math.log(bq) / math.log(j + bq - 1) if query_discount else 1.0
+        tot += w * dcg_list(q.docs, labels, k, b, gain)
+        if normalise:
+            cut = k if k is not None else len(q.docs)
+            den += w * dcg_list(ideal_docs, labels, cut, b, gain)
+    if not normalise:
+        return tot
+    return tot / den if den > 0 else float("nan")
+
+
+def session_rbp(session, labels, p: float = 0.8, b: float = 0.8, max_grade: float = 1.0,
+                k: int | None = None) -> float:
+    """Session RBP under the user model of Lipani, Carterette and Yilmaz (ICTIR 2019): after each
+    examined document the user goes on with probability ``p``; one who goes on moves down the
+    same list with probability ``b`` and otherwise reformulates (goes to the next query's top).
+    The probability of examining rank k of query m is (p(1-b)/(1-pb))^(m-1) (pb)^(k-1), so
+    sRBP = (1 - p) sum_m sum_k (p(1-b)/(1-pb))^(m-1) (pb)^(k-1) g_{m,k},
+    g = min(grade, max_grade) / max_grade. With b = 1 and one query it is RBP(p). Not normalised:
+    an endless session of fully relevant results scores 1."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"session_rbp: persistence p must be in (0, 1), got {p}")
+    if not 0.0 <= b <= 1.0:
+        raise ValueError(f"session_rbp: b must be in [0, 1], got {b}")
+    a = p * (1 - b) / (1 - p * b)
+    total = 0.0
+    for m, q in enumerate(_as_queries(session)):
+        docs = q.docs[:k] if k is not None else q.docs
+        for r, d in enumerate(docs):
+            g = min(_grade(labels, d), max_grade) / max_grade
+            total += a ** m * (p * b) ** r * g
+    return (1 - p) * total
+
+
+def u_measure(gains, positions, L: float = 1000.0) -> float:
+    """U-measure (Sakai & Dou, SIGIR 2013): sum_i g_i max(0, 1 - pos_i / L) for items with gain
+    g_i read after pos_i characters of the trailtext; L = 1000 as in cwl_eval."""
+    if L <= 0:
+        raise ValueError(f"u_measure: L must be > 0, got {L}")
+    return sum(float(g) * max(0.0, 1.0 - float(pos) / L) for g, pos in zip(gains, positions))
+
+
+def click_session_labels(session, qrels=None, enhance: bool = True,
+                         dwell_thresholds: tuple[float, ...] | None = None) -> dict:
+    """Session-level labels: ``qrels`` where given (clicks then change nothing); else click-derived
+    under NUM's assumption A2 (Chen, Dou, Mao 2024): a document clicked anywhere in the session is
+    relevant for the whole session, also where it was shown and skipped. Grade 1 per click, or,
+    with ``dwell_thresholds`` (t_1 < t_2 < ...), 1 + the number of thresholds its longest dwell
+    reaches. ``enhance=False`` is only meaningful to :func:`session_trail` (labels then hold per
+    query and rank, see there); here it returns the same session-level dict."""
+    if qrels is not None:
+        return {str(d): float(g) for d, g in qrels.items()}
+    out: dict[str, float] = {}
+    for q in _as_queries(session):
+        if q.clicks is None:
+            raise ValueError("click_session_labels: a query has no click data and no qrels "
+                             "were given; pass qrels or clicks for every query")
+        for r, (d, c) in enumerate(zip(q.docs, q.clicks)):
+            if not c:
+                continue
+            g = 1.0
+            if dwell_thresholds is not None:
+                if q.dwell is None:
+                    raise ValueError("click_session_labels: dwell_thresholds need dwell times")
+                g = 1.0 + sum(q.dwell[r] >= t for t in dwell_thresholds)
+            out[d] = max(out.get(d, 0.0), g)
+    return out
+
+
+def _examined(q: SessionQuery, depth, no_click_depth) -> int:
+    n = len(q.docs)
+    if depth == "full":
+        return n
+    if isinstance(depth, int) and not isinstance(depth, bool):
+        return min(depth, n)
+    if depth == "last_click":
+        if q.clicks is None:
+            raise ValueError("depth='last_click' needs click data for every query; use "
+                             "depth='full' or an integer depth for a log without clicks")
+        clicked = [r for r, c in enumerate(q.clicks) if c]
+        if clicked:
+            return clicked[-1] + 1
+        return n if no_click_depth is None else min(int(no_click_depth), n)
+    raise ValueError(f"depth must be 'last_click', 'full' or an int, got {depth!r}")
+
+
+def session_trail(session, labels=None, *, c_q: float = 150.0, c_d: float = 0.0,
+                  snippet_cost: float = 150.0, depth="last_click",
+                  no_click_depth: int | None = None, reformulation_cost: bool = True,
+                  enhance: bool = True, gain: str = "exp",
+                  dwell_thresholds: tuple[float, ...] | None = None):
+    """The session read as one trailtext (NUM, Chen, Dou, Mao 2024, after Sakai & Dou 2013).
+
+    Queries in order; every query after the first adds the reformulation cost ``c_q`` (none with
+    ``reformulation_cost=False``); each examined result adds its snippet cost (``snippet_len`` if
+    the query has it, else ``snippet_cost``) and a clicked one also ``c_d``. Examined depth:
+    ``"last_click"`` (the last clicked rank; a query without a click is read to
+    ``no_click_depth``, the whole list if None), ``"full"`` or an int. A document's gain counts
+    the first time it is credited; repeats only cost. Labels: ``labels`` (qrels) if given, else
+    click-derived (:func:`click_session_labels`); with click labels and ``enhance=False`` a
+    document is relevant only where it was clicked (the per-query reading NUM's A2 replaces).
+
+    Returns ``(items, labels)``: items are ``(doc, gain, pos)`` with ``pos`` = characters read
+    before the item; ``labels`` the session labels used.
+    """
+    queries = _as_queries(session)
+    per_click = labels is None and not enhance
+    if labels is None:
+        labels = click_session_labels(queries, None, dwell_thresholds=dwell_thresholds)
+    labels = {str(d): float(g) for d, g in labels.items()}
+    pos, items, credited = 0.0, [], set()
+    for j, q in enumerate(queries):
+        if j > 0 and reformulation_cost:
+            pos += c_q
+        for r in range(_examined(q, depth, no_click_depth)):
+            d = q.docs[r]
+            clicked = bool(q.clicks[r]) if q.clicks is not None else False
+            rel = _grade(labels, d) if (not per_click or clicked) else 0.0
+            g = 0.0
+            if rel > 0 and d not in credited:
+                g = _gain_of(rel, gain)
+                credited.add(d)
+            items.append((d, g, pos))
+            pos += q.snippet_len[r] if q.snippet_len is not None else snippet_cost
+            if clicked:
+                pos += c_d
+    return items, labels
+
+
+def _snippet_costs(queries, snippet_cost) -> dict:
+    cost = {}
+    for q in queries:
+        for r, d in enumerate(q.docs):
+            if d not in cost:
+                cost[d] = q.snippet_len[r] if q.snippet_len is not None else snippet_cost
+    return cost
+
+
+def ideal_trail(labels, doc_cost: dict | None = None, *, c_d: float = 0.0,
+                snippet_cost: float = 150.0, gain: str = "exp"):
+    """NUM's ideal session (A1): one query listing every relevant document by grade (ties: the
+    shorter snippet first, then the id), no reformulation, each read and clicked. Items as in
+    :func:`session_trail`."""
+    doc_cost = doc_cost or {}
+    docs = sorted((d for d, g in labels.items() if float(g) > 0),
+                  key=lambda d: (-float(labels[d]), doc_cost.get(d, snippet_cost), str(d)))
+    pos, items = 0.0, []
+    for d in docs:
+        items.append((d, _gain_of(float(labels[d]), gain), pos))
+        pos += doc_cost.get(d, snippet_cost) + c_d
+    return items
+
+
+def num(session, labels=None, *, L: float = 1000.0, c_q: float = 150.0, c_d: float = 0.0,
+        snippet_cost: float = 150.0, depth="last_click", no_click_depth: int | None = None,
+        reformulation_cost: bool = True, enhance: bool = True, normalise: bool = True,
+        gain: str = "exp", dwell_thresholds: tuple[float, ...] | None = None) -> float:
+    """Normalized U-measure of a session (Chen, Dou, Mao, arXiv 2401.12445):
+    U(actual trailtext) / U(ideal trailtext), see :func:`session_trail` and :func:`ideal_trail`.
+    NaN when the session has no relevant document (skip such sessions and count them).
+    ``normalise=False`` returns the unnormalised U of the session trailtext (the U-measure of
+    Sakai & Dou over the whole session)."""
+    queries = _as_queries(session)
+    items, lab = session_trail(queries, labels, c_q=c_q, c_d=c_d, snippet_cost=snippet_cost,
+                               depth=depth, no_click_depth=no_click_depth,
+                               reformulation_cost=reformulation_cost, enhance=enhance, gain=gain,
+                               dwell_thresholds=dwell_thresholds)
+    u = u_measure([g for _, g, _ in items], [p for _, _, p in items], L)
+    if not normalise:
+        return u
+    ideal = ideal_trail(lab, _snippet_costs(queries, snippet_cost), c_d=c_d,
+                        snippet_cost=snippet_cost, gain=gain)
+    u_ideal = u_measure([g for _, g, _ in ideal], [p for _, _, p in ideal], L)
+    return u / u_ideal if u_ideal > 0 else float("nan")
