@@ -115,6 +115,9 @@ class FeatureSpec:
     labels: list[str] = field(default_factory=list)  # named labels besides the primary one
     groups: list[str] = field(default_factory=list)  # group ids besides the user
     timestamps: bool = False
+    # per-field embedding widths (FDO, low-rank compression): field -> width; empty = every
+    # field at the model's embed_dim (see layers.FeatureEmbedding)
+    field_dims: dict[str, int] = field(default_factory=dict)
 
     @property
     def n_user_fields(self) -> int:
@@ -148,7 +151,9 @@ class FeatureSpec:
                 "dense": dict(self.dense),
                 "context_fields": [list(f) for f in self.context_fields],
                 "labels": list(self.labels), "groups": list(self.groups),
-                "timestamps": self.timestamps}
+                "timestamps": self.timestamps,
+                # only when set, so specs without per-field widths stay as they were
+                **({"field_dims": dict(self.field_dims)} if self.field_dims else {})}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureSpec:
@@ -159,7 +164,8 @@ class FeatureSpec:
                    dense={k: int(v) for k, v in d.get("dense", {}).items()},
                    context_fields=[tuple(f) for f in d.get("context_fields", [])],
                    labels=list(d.get("labels", [])), groups=list(d.get("groups", [])),
-                   timestamps=bool(d.get("timestamps", False)))
+                   timestamps=bool(d.get("timestamps", False)),
+                   field_dims={k: int(v) for k, v in d.get("field_dims", {}).items()})
 
 
 def _is_missing(v: Any) -> bool:

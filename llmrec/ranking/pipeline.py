@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from llmrec.config import option
+from llmrec.data.bars import BarsConfig
 from llmrec.data.loaders import DataConfig
 from llmrec.data.splits import SplitConfig
 from llmrec.errors import ConfigError
@@ -32,6 +33,9 @@ class RankConfig:
     """One ranking run: which data, split, features, model, task and training settings."""
 
     data: DataConfig = option(default_factory=DataConfig, help="the dataset")
+    bars: BarsConfig | None = option(None, help="BARS-format CTR CSV files (train / valid / test, "
+                                                "e.g. Frappe_x1) instead of data + split; see "
+                                                "llmrec/data/bars.py and eval/ctr/frappe.yaml")
     split: SplitConfig = option(default_factory=SplitConfig, help="the split protocol")
     split_path: str | None = option(None, help="load a split saved by `llmrec data split` instead "
                                                "of making one")
@@ -54,6 +58,10 @@ class RankConfig:
                     "load) the backbone without knowledge, freeze it, train only the extractor")
     knowledge: AugmentConfig = option(default_factory=AugmentConfig,
                                       help="knowledge vectors and KAR / KSER settings")
+    field_dims: dict[str, int] = option({}, help="per-field embedding widths (field -> width, "
+                                                 "e.g. {item_id: 6}; `llmrec rank fdo` writes "
+                                                 "them): a named field gets its own narrower "
+                                                 "table, projected to the model's embed_dim")
 
     def __post_init__(self) -> None:
         from llmrec.ranking.registry import family_of, family_tasks, list_models
@@ -72,6 +80,16 @@ class RankConfig:
         if self.augment != "none" and family != "ctr":
             raise ValueError(f"augment {self.augment!r} wraps CTR models; {self.model!r} is in "
                              f"the {family} family")
+        if self.bars is not None:
+            if self.data != DataConfig() or self.split_path:
+                raise ValueError("bars names the data files and their splits: leave data and "
+                                 "split_path unset")
+            if self.features_path:
+                raise ValueError("features_path is not used with bars (BARS CSVs are encoded "
+                                 "from the files each run); leave it unset")
+        if self.field_dims and self.augment != "none":
+            raise ValueError("field_dims (per-field embedding widths) are not supported with "
+                             "knowledge augmentation; set augment: none")
 
 
 def prepare_features(cfg: RankConfig):
@@ -79,6 +97,10 @@ def prepare_features(cfg: RankConfig):
     from llmrec.ranking.features import FeatureSet, build_features
     from llmrec.ranking.inputs import check_inputs
 
+    if cfg.bars is not None:
+        from llmrec.data.bars import bars_features
+
+        return bars_features(cfg.bars)
     check_inputs(cfg)  # split_path / features_path made from what cfg says, or refused
     if cfg.features_path and (Path(cfg.features_path) / "features.safetensors").is_file():
         log.info("loading encoded features from %s", cfg.features_path)
@@ -95,6 +117,15 @@ def prepare_features(cfg: RankConfig):
     if cfg.features_path:
         fs.save(cfg.features_path, config=cfg)
     return fs
+
+
+def with_field_dims(spec, field_dims: dict[str, int]):
+    """A copy of ``spec`` with per-field embedding widths (checked against its fields)."""
+    from llmrec.ranking.layers import check_field_dims
+
+    out = copy.deepcopy(spec)
+    out.field_dims = check_field_dims(spec, field_dims)
+    return out
 
 
 def model_arguments(cfg: RankConfig, spec) -> dict[str, Any]:
@@ -136,6 +167,10 @@ def run_train(cfg: RankConfig, features=None) -> dict[str, Any]:
         fs = copy.copy(fs)
     if cfg.augment != "none":
         return _run_augmented(cfg, fs)
+    if cfg.field_dims:
+        # the widths travel in the spec, so run.json (and load_run) rebuild the same tables
+        fs = copy.copy(fs)
+        fs.spec = with_field_dims(fs.spec, cfg.field_dims)
     seed_everything(cfg.train.seed)
     args = model_arguments(cfg, fs.spec)
     model = build_model(cfg.model, copy.deepcopy(fs.spec), **args)
