@@ -47,7 +47,8 @@ SMALL = {"embed_dim": 8, "hidden": (32, 16), "hidden1": (32,), "hidden2": (32,),
          "cross_layers": 2, "attn_layers": 2, "steps": 2, "hidden_dim": 32, "bottom": (32, 16),
          "tower": (16,), "dropout": 0.0, "ffn": 32}
 # models that read items another way get their features here (FAIR: items as 2-code semantic ids)
-MODEL_FEATURES = {"fair": {"use_item_id": False, "item_fields": ["c1", "c2"]}}
+MODEL_FEATURES = {"fair": {"use_item_id": False, "item_fields": ["c1", "c2"]},
+                  "tiger": {"use_item_id": False, "item_fields": ["c1", "c2"]}}
 # per family: the task, the metric compared with the baseline and the margin it must clear.
 # Observed with seed 0 (seeds 1-3 tried while choosing them gave the same picture), valid / test:
 # ctr AUC 0.81-0.86 / 0.82-0.85 vs item popularity 0.53 / 0.50 (ceiling with 10% flips ~0.86);
@@ -258,6 +259,17 @@ def _check_output(out, kind, fs, task, n):
         assert set(task.labels) <= set(out["logits"])
         for name in task.labels:
             assert out["logits"][name].shape == (n,) and torch.isfinite(out["logits"][name]).all()
+    elif kind == "next_item" and ("ranked" in out or "model_loss" in out and "hidden" not in out):
+        # a generative retriever (TIGER) scores no catalogue: in training its own objective, in
+        # evaluation a ranked list of item rows (best first, 0 = empty slot)
+        if "ranked" in out:
+            ranked, scores = out["ranked"], out["ranked_scores"]
+            assert ranked.dim() == 2 and ranked.shape[0] == n and ranked.shape == scores.shape
+            assert ((ranked >= 0) & (ranked < fs.n_items)).all()
+            assert torch.isfinite(scores[ranked > 0]).all()
+            assert (scores[:, 1:] <= scores[:, :-1]).all()
+        else:
+            assert out["model_loss"].dim() == 0 and torch.isfinite(out["model_loss"])
     elif kind == "next_item":
         hidden, items = out["hidden"], out["items"]
         assert hidden.dim() == 2 and hidden.shape[0] == n

@@ -17,7 +17,10 @@ Built in:
   counts); full softmax or sampled softmax with uniform negatives; evaluation ranks the target
   against the whole catalogue with the input history masked (never the target itself): rank =
   number of items scoring strictly higher, HR@k = [rank < k], NDCG@k = 1 / log2(rank + 2), mean
-  over all evaluated samples; watches NDCG@10.
+  over all evaluated samples; watches NDCG@10. A generative retriever that does not score every
+  item returns ``ranked [B, N]`` (item rows, best first) instead of hidden / items, and its
+  own training objective as ``model_loss``: the rank is then the target's position in its list
+  (history rows dropped), N when the list does not hold it.
 - ``listwise``: samples grouped by a list id (``group.<name>``, e.g. a query); batches hold whole
   lists; softmax cross-entropy (labels normalised per list) or a LambdaRank-style pairwise loss
   weighted by each swap's |delta nDCG|; nDCG@k (exponential gain 2^y - 1) and ERR@k; watches
@@ -140,23 +143,53 @@ class MultiTask(Task):
             raise ConfigError(f"task.weights has {len(self.weights)} values for the "
                               f"{len(self.labels)} labels {self.labels}: give one weight per label")
 
-    def loss(self, out, batch):
-        logits = out["logits"]
-        total = None
+    def target(self, name: str, label, out: dict):
+        """The 0/1 target of task ``name``: its label, times the label of the task it is
+        conditioned on when the model says so (``out["ctcvr_of"]``, ESMM: click x conversion)."""
+        of = out.get("ctcvr_of", {}).get(name)
+        return label(name) if of is None else label(name) * label(of)
+
+    def task_losses(self, out: dict, batch: dict) -> dict[str, torch.Tensor]:
+        """Each task's weighted loss ``w_t * L_t`` (their sum is :meth:`loss` without the model's
+        ``aux_loss``): BCE on the task's target, plus, when the model returns own-only logits
+        (``out["own_logits"]``, EKTM), their BCE and the hinge ``max(0, BCE - sg(BCE_own))``
+        that keeps transfer from making the task worse than its own head."""
+        logits, own = out["logits"], out.get("own_logits", {})
+        losses = {}
         for name, w in zip(self.labels, self.weights):
-            term = w * F.binary_cross_entropy_with_logits(logits[name].float(), _label(batch, name))
+            y = self.target(name, lambda n: _label(batch, n), out)
+            term = F.binary_cross_entropy_with_logits(logits[name].float(), y)
+            if name in own:
+                own_term = F.binary_cross_entropy_with_logits(own[name].float(), y)
+                term = term + own_term + F.relu(term - own_term.detach())
+            losses[name] = w * term
+        return losses
+
+    def loss(self, out, batch):
+        total = None
+        for term in self.task_losses(out, batch).values():
             total = term if total is None else total + term
         return _with_aux(total, out)
 
     def evaluate(self, forward, fs, idx, batch_size):
-        chunks = [forward(c)["logits"] for c in idx.split(batch_size)]
+        outs = [forward(c) for c in idx.split(batch_size)]
+        chunks = [o["logits"] for o in outs]
         groups = fs.groups(idx, self.cfg.group)
         metrics: dict[str, float] = {}
         per = {}
         for name in self.labels:
             z = torch.cat([c[name].float() for c in chunks])
-            per[name] = ctr_metrics(fs.labels(name)[idx], z, groups)
+            y = self.target(name, lambda n: fs.labels(n)[idx], outs[0] if outs else {})
+            per[name] = ctr_metrics(y, z, groups)
             metrics.update({f"{name}.{k}": v for k, v in per[name].items() if k != "n"})
+            of = (outs[0].get("ctcvr_of", {}) if outs else {}).get(name)
+            if of is not None and "cvr_logits" in outs[0]:
+                # ESMM's conversion head on the clicked samples only (CVR AUC)
+                clicked = fs.labels(of)[idx] > 0.5
+                cvr = torch.cat([o["cvr_logits"][name].float() for o in outs])
+                m = ctr_metrics(fs.labels(name)[idx][clicked], cvr[clicked])
+                metrics[f"{name}.cvr_auc"] = m["auc"]
+                metrics[f"{name}.cvr_n"] = m["n"]
         for k in ("auc", "gauc", "logloss"):
             vals = [m[k] for m in per.values() if k in m and not math.isnan(m[k])]
             metrics[k] = sum(vals) / len(vals) if vals else float("nan")
@@ -258,6 +291,17 @@ class NextItemTask(Task):
                 for k in ks for m in ("hr", "ndcg")}
         for chunk in idx.split(batch_size):
             out = forward(chunk)
+            if "ranked" in out:  # a generative retriever's own ranked list (e.g. TIGER's beam)
+                ranked = out["ranked"]
+                if ranked.shape[1] < ks[-1]:
+                    raise ConfigError(f"the model returns ranked lists of {ranked.shape[1]} "
+                                      f"items, fewer than the cutoff {ks[-1]} of task.ks: raise "
+                                      f"its beam size (model_args.beam_size) to at least {ks[-1]}")
+                rank = ranked_list_rank(ranked, fs.tensors["item_row"][chunk],
+                                        fs.tensors["hist_rows"][chunk])
+                for name, value in rank_metric_sums(rank, ks).items():
+                    sums[name] += value
+                continue
             hidden, items = out["hidden"].float(), out["items"].float()
             # score [rows, catalogue] blocks of about 2^27 scores (0.5 GB in fp32) at a time
             rows = max(1, (1 << 27) // max(items.shape[0], 1))
@@ -274,6 +318,9 @@ class NextItemTask(Task):
         return metrics
 
     def predict_columns(self, out):
+        if "ranked" in out:
+            k = min(max(self.cfg.ks), out["ranked"].shape[1])
+            return {"top_rows": out["ranked"][:, :k], "top_scores": out["ranked_scores"][:, :k]}
         scores = out["hidden"].float() @ out["items"].float().T
         scores[:, 0] = float("-inf")
         top = scores.topk(min(max(self.cfg.ks), scores.shape[1] - 1), dim=1)
@@ -303,6 +350,23 @@ def rank_metric_sums(rank: torch.Tensor, ks) -> dict[str, torch.Tensor]:
         out[f"hr@{k}"] = hit.double().sum()
         out[f"ndcg@{k}"] = torch.where(hit, 1.0 / torch.log2(rank.double() + 2), zero).sum()
     return out
+
+
+def ranked_list_rank(ranked: torch.Tensor, target: torch.Tensor,
+                     history: torch.Tensor) -> torch.Tensor:
+    """0-based rank of ``target [B]`` in a model's ranked list ``ranked [B, N]`` of item rows
+    (best first; 0 = an empty slot): the number of entries before it that are items, neither
+    padding nor rows of ``history [B, L]`` (the protocol's masking, applied here whatever the
+    model did; the target itself is never dropped). A target the list does not hold ranks after
+    it, rank N: a miss at every cutoff k <= N."""
+    listed = ranked > 0
+    listed &= ~(ranked[:, :, None] == history[:, None, :]).any(2) | (ranked == target[:, None])
+    at = ranked == target[:, None]
+    found = at.any(1)
+    first = at.to(torch.int8).argmax(1)
+    before = torch.arange(ranked.shape[1], device=ranked.device)[None] < first[:, None]
+    rank = (listed & before).sum(1)
+    return torch.where(found, rank, torch.full_like(rank, ranked.shape[1]))
 
 
 def full_ranking_rank(scores: torch.Tensor, target: torch.Tensor,

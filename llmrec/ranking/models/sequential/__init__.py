@@ -8,4 +8,5 @@ MODELS = (
     ("gru4rec", "llmrec.ranking.models.sequential.gru4rec", "GRU4Rec"),
     ("sasrec", "llmrec.ranking.models.sequential.sasrec", "SASRec"),
     ("fair", "llmrec.ranking.models.sequential.fair", "FAIR"),
+    ("tiger", "llmrec.ranking.models.sequential.tiger", "TIGER"),
 )
