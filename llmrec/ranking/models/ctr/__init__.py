@@ -17,4 +17,7 @@ MODELS = (
     ("dien", "llmrec.ranking.models.ctr.dien", "DIEN"),
     ("finalmlp", "llmrec.ranking.models.ctr.finalmlp", "FinalMLP"),
     ("gdcn", "llmrec.ranking.models.ctr.gdcn", "GDCN"),
+    ("fgcnn", "llmrec.ranking.models.ctr.fgcnn", "FGCNN"),
+    ("optinter", "llmrec.ranking.models.ctr.optinter", "OptInter"),
+    ("qin", "llmrec.ranking.models.ctr.qin", "QIN"),
 )
