@@ -57,6 +57,14 @@ class TaskConfig:
                                             "for next_item and listwise)")
     mode: Literal["auto", "max", "min"] = option(
         "auto", help="whether the monitored metric is better when larger (auto: from its name)")
+    mto: Literal["base", "uw", "pcgrad", "nash", "pub"] = option(
+        "base", help="multitask: how the task losses become one update (llmrec.ranking.mto): "
+                     "base = Adam on the weighted sum; uw = learned uncertainty weights; pcgrad "
+                     "= conflicting task gradients projected off each other; nash = Nash-MTL "
+                     "bargaining weights; pub = balanced Adam updates (replaces Adam's step)")
+    mto_every: int = option(0, help="mto nash / pub: recompute the task weights every this many "
+                                    "steps, reuse them in between (0 = the method's default: "
+                                    "nash 1, pub 10)")
 
     def __post_init__(self) -> None:
         if self.kind not in TASK_KINDS:
@@ -73,3 +81,11 @@ class TaskConfig:
             raise ValueError("task.ks must be a non-empty list of cutoffs >= 1")
         if self.n_negatives < 1:
             raise ValueError("task.n_negatives must be >= 1")
+        if self.mto not in ("base", "uw", "pcgrad", "nash", "pub"):
+            raise ValueError(f"task.mto must be one of base, uw, pcgrad, nash, pub, not "
+                             f"{self.mto!r}")
+        if self.mto != "base" and self.kind != "multitask":
+            raise ValueError(f"task.mto {self.mto!r} balances several task losses: it needs "
+                             f"task.kind multitask (got {self.kind!r})")
+        if self.mto_every < 0:
+            raise ValueError("task.mto_every must be >= 0")
