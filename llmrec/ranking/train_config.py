@@ -29,9 +29,21 @@ class TrainConfig:
     min_delta: float = option(1e-5, help="smallest AUC gain that counts as an improvement")
     precision: Literal["auto", "bf16", "fp32"] = option(
         "auto", help="auto = bf16 autocast on CUDA, fp32 on CPU")
-    compile: bool = option(False, help="wrap the training step in torch.compile")
-    compile_mode: str = option("default", help="torch.compile mode (default, reduce-overhead, "
-                                               "max-autotune-no-cudagraphs)")
+    step: Literal["auto", "eager", "compile", "graph"] = option(
+        "auto", help="how a training step runs: eager; compile (torch.compile of gather + forward "
+                     "+ loss); graph (CUDA only: the whole step - gather, forward, backward, "
+                     "optimiser - captured once as one CUDA graph and replayed); auto = graph on "
+                     "one CUDA device when the run plans at least graph_min_steps steps and the "
+                     "task has fixed batch shapes, else eager")
+    graph_compile: bool = option(True, help="step graph: compile gather + forward + loss with "
+                                            "torch.compile before capture (fewer, fused kernels "
+                                            "per step; costs compilation time once)")
+    graph_min_steps: int = option(1000, help="step auto: the planned steps (epochs x batches per "
+                                             "epoch) from which the graph step repays its "
+                                             "compilation and capture")
+    compile: bool = option(False, help="older spelling of step: compile (used when step is auto)")
+    compile_mode: str = option("default", help="torch.compile mode for step compile (default, "
+                                               "reduce-overhead, max-autotune-no-cudagraphs)")
     fused_optimizer: bool = option(True, help="use the fused Adam kernel on CUDA")
     checkpoint: bool = option(True, help="write a checkpoint after every epoch (for resume)")
     resume: bool = option(False, help="continue from output_dir/checkpoint if it exists")
@@ -42,3 +54,5 @@ class TrainConfig:
             raise ValueError("batch sizes must be >= 1")
         if self.epochs < 0 or self.patience < 1:
             raise ValueError("epochs must be >= 0 and patience >= 1")
+        if self.graph_min_steps < 0:
+            raise ValueError("graph_min_steps must be >= 0")

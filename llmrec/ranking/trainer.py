@@ -4,8 +4,20 @@ Every tensor of the :class:`~llmrec.ranking.features.FeatureSet` is moved to the
 epoch is a random permutation drawn on the device and each batch is a slice of it, gathered by
 :meth:`FeatureSet.batch` (no per-row Dataset or collate, which is what caps a row-wise
 DataLoader at a fraction of the GPU's rate). On CUDA the forward runs under bf16 autocast and the
-optimiser is the fused Adam; ``compile=true`` wraps the whole step (gather, forward, loss) in
-``torch.compile``.
+optimiser is the fused Adam.
+
+How a step runs (``step``): ``eager``; ``compile`` wraps gather + forward + loss in
+``torch.compile``; ``graph`` (one CUDA device) captures the *whole* step - gather from a static
+index buffer, forward (compiled first unless ``graph_compile=false``), backward, gradient clipping
+and a capturable fused Adam - as one CUDA graph after a few warm-up steps, and then replays it:
+the host does one index copy and one graph launch per step, so the step's cost no longer depends
+on how fast the host's cores are. The train loss is summed on the device; nothing in an epoch
+waits for the GPU. A batch of another size (an epoch's last, short batch) takes the eager step.
+``auto`` (the default) picks ``graph`` on a single CUDA device when the run plans at least
+``graph_min_steps`` steps and the task's batches have fixed shapes (not listwise lists, not
+sequence training), and ``eager`` otherwise; if capture fails (a model with a host sync) it
+falls back to eager and says why. The choice and the seconds spent compiling and capturing are
+in the result's ``step``.
 
 What is learned and judged comes from a :class:`~llmrec.ranking.tasks.Task` (binary by default):
 its loss, its metrics, its batching and the validation metric early stopping watches (with its
@@ -44,6 +56,8 @@ log = logging.getLogger(__name__)
 CHECKPOINT_DIR = "checkpoint"
 BEST_FILE = "best.safetensors"
 METRICS_FILE = "metrics.json"
+# real steps run before the graph is captured (compilation, allocator and cuBLAS warm-up)
+GRAPH_WARMUP_STEPS = 3
 
 
 def seed_everything(seed: int) -> None:
@@ -131,15 +145,26 @@ class Trainer:
                     (cfg.precision == "auto" and self.device.type == "cuda"))
         self.amp_dtype = torch.bfloat16 if use_bf16 else None
         fused = cfg.fused_optimizer and self.device.type == "cuda"
+        self.step_kind, self.step_reason = self._choose_step()
+        self._graph_mode = self.step_kind == "graph"
         # frozen parameters (extractor-only knowledge training) get no optimiser state at all
-        trainable = [p for p in self.module.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(trainable, lr=cfg.lr, betas=tuple(cfg.betas),
-                                          weight_decay=cfg.weight_decay, fused=fused or None)
+        self.trainable = [p for p in self.module.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.trainable, lr=cfg.lr, betas=tuple(cfg.betas),
+                                          weight_decay=cfg.weight_decay, fused=fused or None,
+                                          capturable=self._graph_mode)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(cfg.seed)
         self._step_fn = self._loss
-        if cfg.compile:
-            self._step_fn = torch.compile(self._loss, mode=cfg.compile_mode, dynamic=False)
+        if self.step_kind == "compile" or (self._graph_mode and cfg.graph_compile):
+            mode = cfg.compile_mode if self.step_kind == "compile" else "default"
+            self._step_fn = torch.compile(self._loss, mode=mode, dynamic=False)
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._graph_batch = max(1, cfg.batch_size // self.world)
+        self._warm_steps = 0
+        self._static_idx: torch.Tensor | None = None
+        self._static_loss: torch.Tensor | None = None
+        self._graph_grads: list[torch.Tensor | None] = []
+        self.step_info: dict[str, Any] = {"kind": self.step_kind, "reason": self.step_reason}
         self.epoch = 0  # epochs completed
         self.best_value = task.worst  # of the task's monitored validation metric
         self.best_epoch = 0
@@ -148,10 +173,56 @@ class Trainer:
         self.best_state: dict[str, torch.Tensor] | None = None
 
     # ---------------------------------------------------------------------------------------
+    def planned_steps(self) -> int:
+        """Optimiser steps the run plans: epochs x (training samples / batch size)."""
+        n = int(self.task_train_size())
+        return self.cfg.epochs * math.ceil(n / max(1, self.cfg.batch_size))
+
+    def task_train_size(self) -> int:
+        return int(self.features.split_index("train").numel()) if "train" in \
+            self.features.split_names else 0
+
+    def _graph_blocker(self) -> str | None:
+        """Why this run cannot use the graph step (None: it can)."""
+        if self.device.type != "cuda":
+            return "not on a CUDA device"
+        if self.distributed:
+            return "data-parallel runs use the eager step"
+        if self.task.kind == "listwise":
+            return "listwise batches hold whole lists (their size varies)"
+        if self.task.kind == "next_item" and getattr(self.task.cfg, "sequence_training", False):
+            return "sequence training selects valid positions (a data-dependent shape)"
+        return None
+
+    def _choose_step(self) -> tuple[str, str]:
+        cfg = self.cfg
+        blocker = self._graph_blocker()
+        if cfg.step == "graph":
+            if blocker:
+                from llmrec.errors import ConfigError
+
+                raise ConfigError(f"train.step graph is not possible here: {blocker}; use "
+                                  f"train.step=auto (or eager / compile)")
+            return "graph", "asked for (train.step=graph)"
+        if cfg.step in ("eager", "compile"):
+            return cfg.step, f"asked for (train.step={cfg.step})"
+        if cfg.compile:
+            return "compile", "asked for (train.compile=true)"
+        if blocker:
+            return "eager", blocker
+        planned = self.planned_steps()
+        if planned < cfg.graph_min_steps:
+            return "eager", (f"{planned} planned steps < graph_min_steps {cfg.graph_min_steps} "
+                             f"(too few to repay compilation and capture)")
+        return "graph", f"{planned} planned steps >= graph_min_steps {cfg.graph_min_steps}"
+
     def _autocast(self):
         if self.amp_dtype is None:
             return torch.autocast(device_type=self.device.type, enabled=False)
-        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+        # a captured graph must not rely on autocast's weight-cast cache (it would be replayed
+        # stale): the casts are part of the step
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype,
+                              cache_enabled=not self._graph_mode)
 
     def _loss(self, idx: torch.Tensor) -> torch.Tensor:
         batch = self.features.batch(idx)
@@ -160,16 +231,89 @@ class Trainer:
         return self.task.loss(out, batch)
 
     def train_step(self, idx: torch.Tensor) -> torch.Tensor:
-        """One optimiser step on samples ``idx``; returns the (detached) loss on the device."""
-        self.model.train()
-        loss = self._step_fn(idx)
+        """One optimiser step on samples ``idx``; returns the (detached) loss on the device.
+
+        In graph mode the returned tensor is the graph's static output: read it (or add it to an
+        accumulator, as ``fit`` does) before the next step overwrites it.
+        """
+        if not self.module.training:
+            self.model.train()
+        if self._graph_mode and idx.numel() == self._graph_batch:
+            return self._graph_step(idx)
+        # a short batch in graph mode runs uncompiled (no recompilation for its shape)
+        fn = self._loss if self._graph_mode else self._step_fn
+        return self._plain_step(idx, fn)
+
+    def _plain_step(self, idx: torch.Tensor, fn) -> torch.Tensor:
+        loss = fn(idx)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.max_grad_norm:
-            torch.nn.utils.clip_grad_norm_([p for p in self.module.parameters() if p.requires_grad],
-                                           self.cfg.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm)
         self.optimizer.step()
         return loss.detach()
+
+    def _graph_step(self, idx: torch.Tensor) -> torch.Tensor:
+        if self._graph is None:
+            if self._warm_steps < GRAPH_WARMUP_STEPS:
+                return self._warmup_step(idx)
+            if not self._capture(idx):
+                return self._plain_step(idx, self._step_fn)
+        self._static_idx.copy_(idx)
+        self._graph.replay()
+        return self._static_loss
+
+    def _warmup_step(self, idx: torch.Tensor) -> torch.Tensor:
+        """A real step on a side stream (as graph capture requires); the first one compiles."""
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        t0 = time.perf_counter()
+        with torch.cuda.stream(stream):
+            loss = self._plain_step(idx, self._step_fn)
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        self._sync()
+        dt = time.perf_counter() - t0
+        key = "first_step_seconds" if self._warm_steps == 0 else "warmup_step_seconds"
+        self.step_info[key] = round(self.step_info.get(key, 0.0) + dt, 4)
+        self._warm_steps += 1
+        return loss
+
+    def _capture(self, idx: torch.Tensor) -> bool:
+        """Capture one whole step for batches shaped like ``idx``; False if it cannot be."""
+        t0 = time.perf_counter()
+        self._static_idx = idx.clone()
+        self.optimizer.zero_grad(set_to_none=True)
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                loss = self._step_fn(self._static_idx)
+                loss.backward()
+                if self.cfg.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.max_grad_norm)
+                self.optimizer.step()
+        except Exception as exc:  # a host sync or a dynamic shape inside the model
+            if self.cfg.step == "graph":
+                from llmrec.errors import ConfigError
+
+                raise ConfigError(f"train.step graph: the training step of "
+                                  f"{type(self.module).__name__} cannot be captured as a CUDA "
+                                  f"graph ({type(exc).__name__}: {exc}); use train.step=auto, "
+                                  f"compile or eager") from exc
+            log.warning("CUDA graph capture failed (%s: %s); training continues eagerly",
+                        type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            self._sync()
+            self._graph_mode = False
+            self.step_kind = "eager"
+            self.step_info.update(kind="eager", reason=f"graph capture failed: "
+                                                       f"{type(exc).__name__}")
+            self.optimizer.zero_grad(set_to_none=True)
+            return False
+        self._graph = graph
+        self._static_loss = loss.detach()
+        # the graph writes these buffers on every replay: keep them alive whatever .grad becomes
+        self._graph_grads = [p.grad for p in self.trainable]
+        self.step_info["capture_seconds"] = round(time.perf_counter() - t0, 4)
+        return True
 
     def epoch_batches(self) -> list[torch.Tensor]:
         """This process's batches (index tensors) for one epoch, from the device permutation."""
@@ -206,6 +350,8 @@ class Trainer:
                      self.task.monitor, self.best_value, self.best_epoch)
         from llmrec.progress import progress
 
+        if self.rank == 0:
+            log.info("training step: %s (%s)", self.step_kind, self.step_reason)
         train_time = 0.0
         n_trained = 0
         while self.epoch < cfg.epochs and self.bad_epochs < cfg.patience:
@@ -216,7 +362,7 @@ class Trainer:
             bar = {} if self.rank == 0 else {"disable": True}  # one bar, from rank 0
             for idx in progress(batches, desc=f"epoch {self.epoch + 1}", unit="batch",
                                 leave=False, **bar):
-                total += self.train_step(idx) * idx.numel()
+                total.add_(self.train_step(idx), alpha=idx.numel())
             self._sync()
             dt = time.perf_counter() - t0
             n = sum(int(b.numel()) for b in batches)
@@ -250,6 +396,7 @@ class Trainer:
             "valid": self.evaluate("valid"),
             "train_seconds": train_time,
             "samples_per_s": n_trained * self.world / train_time if train_time else None,
+            "step": dict(self.step_info),
             "history": self.history,
         }
         if cfg.eval_test and "test" in self.features.split_names:
@@ -313,7 +460,8 @@ class Trainer:
                                                 device=str(self.device)), state["optimizer"])
         # Adam keeps its 'step' counters on the CPU unless fused/capturable
         for s in opt["state"].values():
-            if "step" in s and not (self.device.type == "cuda" and self.cfg.fused_optimizer):
+            if "step" in s and not (self.device.type == "cuda" and
+                                    (self.cfg.fused_optimizer or self._graph_mode)):
                 s["step"] = s["step"].cpu()
         self.optimizer.load_state_dict(opt)
         rng = load_file(str(path / "rng.safetensors"))
