@@ -1,4 +1,5 @@
-"""``llmrec rank train|predict|popularity|features|models``: the GPU ranking engine."""
+"""``llmrec rank train|predict|popularity|features|fdo|compress|models``: the GPU ranking
+engine."""
 
 from __future__ import annotations
 
@@ -132,6 +133,42 @@ def _predict(cfg: PredictConfig, args) -> int:
     return 0
 
 
+def _fdo(cfg, args) -> int:
+    from llmrec.ranking.transforms import fdo
+
+    report = fdo(cfg)
+    dims = ", ".join(f"{n} {f['dim']}" for n, f in report["fields"].items())
+    emb = report["embedding_parameters"]
+    print(f"fdo (rho {cfg.threshold}) of {report['model']}: per-field widths {dims} "
+          f"(embed_dim {report['embed_dim']}); embedding parameters {emb['before']:,} -> "
+          f"{emb['after']:,}")
+    if "retrained" in report:
+        r = report["retrained"]
+        print(f"  retrained: {r['n_parameters']:,} parameters, best epoch {r['best_epoch']}")
+        print(f"  valid  {_fmt(r['valid'])}")
+        if r.get("test"):
+            print(f"  test   {_fmt(r['test'])}")
+    print(f"  -> {cfg.out}")
+    return 0
+
+
+def _compress(cfg, args) -> int:
+    from llmrec.ranking.transforms import compress
+
+    report = compress(cfg)
+    p = report["parameters"]
+    done = [k for k, v in report["layers"].items() if v["factorised"]]
+    print(f"compress ({'rank ' + str(cfg.rank) if cfg.rank else 'energy ' + str(cfg.energy)}) "
+          f"of {report['model']}: {len(done)} of {len(report['layers'])} matrices factorised; "
+          f"parameters {p['before']['total']:,} -> {p['after']['total']:,} "
+          f"({report['reduction']}x smaller)")
+    for name, m in report.get("metrics", {}).items():
+        if m.get("test"):
+            print(f"  {name:<10} test {_fmt(m['test'])}")
+    print(f"  -> {cfg.out}")
+    return 0
+
+
 def _features_output(cfg) -> tuple:
     """``features_path`` is written only when it holds no features yet."""
     fp = cfg.features_path
@@ -165,6 +202,16 @@ def register(subparsers) -> None:
     add_config_command(sub, "features", cfg_cls, _features,
                        help="encode features once and save them (--features_path=DIR)",
                        outputs=lambda c: [_features_output(c)])
+    from llmrec.ranking.transforms import CompressConfig, FdoConfig
+
+    add_config_command(sub, "fdo", FdoConfig, _fdo,
+                       help="field-dimension optimisation (GDCN): per-field embedding widths by "
+                            "PCA of a trained run's embeddings, and the run retrained with them",
+                       outputs=lambda c: [(c.out or None, "--out")])
+    add_config_command(sub, "compress", CompressConfig, _compress,
+                       help="low-rank compression of a trained run (truncated SVD of embedding "
+                            "tables and linear layers) into a new run, optionally fine-tuned",
+                       outputs=lambda c: [(c.out or None, "--out")])
     add_config_command(sub, "models", None, _models,
                        help="list the models of every family and their hyper-parameters")
 

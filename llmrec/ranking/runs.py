@@ -10,6 +10,10 @@ A run folder written by ``llmrec rank train`` holds:
   attributes, per-entity dense fields), so new samples can be encoded;
 - ``best.safetensors``: the weights; ``metrics.json``; ``llmrec_meta.json`` (provenance).
 
+Runs made by the post-training transforms (:mod:`llmrec.ranking.transforms`) are run folders
+too: per-field embedding widths travel in the spec (``field_dims``), factorised linear layers in
+``low_rank_linear`` (module path -> rank), which :func:`load_run` rebuilds before loading.
+
 Knowledge-augmented runs reference their embeddings folder (``knowledge.embeddings``): its
 vectors are data, not weights, and are aligned again to the stored row ids when the run is loaded.
 :meth:`Run.predict` scores a table of samples (user id, item id, optional behaviour history and
@@ -252,6 +256,11 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
                                 augment["injection"], backbone=backbone)
     else:
         model = build_model(record["model"], spec, **args)
+    if record.get("low_rank_linear"):
+        # a compressed run (`llmrec rank compress`): rebuild its factorised linear layers
+        from llmrec.ranking.transforms import factorise_structure
+
+        factorise_structure(model, record["low_rank_linear"])
     state = load_file(str(path / WEIGHTS_FILE))
     model.load_state_dict(state)
     model.to(torch.device(device)).eval()
