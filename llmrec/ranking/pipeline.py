@@ -158,6 +158,7 @@ def _finish(trainer, cfg: RankConfig, fs, model, args: dict, augment: dict | Non
 def run_train(cfg: RankConfig, features=None) -> dict[str, Any]:
     """Train ``cfg.model`` and write the run folder (checkpoint, best weights, metrics,
     ``run.json``) under ``output_dir``."""
+    from llmrec.ranking.item_knowledge import attach_item_knowledge
     from llmrec.ranking.registry import build_model
     from llmrec.ranking.trainer import Trainer, seed_everything
 
@@ -174,6 +175,8 @@ def run_train(cfg: RankConfig, features=None) -> dict[str, Any]:
     seed_everything(cfg.train.seed)
     args = model_arguments(cfg, fs.spec)
     model = build_model(cfg.model, copy.deepcopy(fs.spec), **args)
+    # item knowledge into a model's own embedding (SASRec's knowledge option); no-op otherwise
+    attach_item_knowledge(model, fs, cfg.knowledge)
     trainer = Trainer(model, fs, cfg.train, output_dir=cfg.output_dir, run_config=cfg,
                       task=cfg.task)
     return _finish(trainer, cfg, fs, model, args, None)
