@@ -177,6 +177,9 @@ def run_train(cfg: RankConfig, features=None) -> dict[str, Any]:
     model = build_model(cfg.model, copy.deepcopy(fs.spec), **args)
     # item knowledge into a model's own embedding (SASRec's knowledge option); no-op otherwise
     attach_item_knowledge(model, fs, cfg.knowledge)
+    # a model that precomputes from the training split (RAR's retrieval index) does it here
+    if callable(getattr(model, "prepare", None)):
+        model.prepare(fs)
     trainer = Trainer(model, fs, cfg.train, output_dir=cfg.output_dir, run_config=cfg,
                       task=cfg.task)
     return _finish(trainer, cfg, fs, model, args, None)

@@ -20,4 +20,8 @@ MODELS = (
     ("fgcnn", "llmrec.ranking.models.ctr.fgcnn", "FGCNN"),
     ("optinter", "llmrec.ranking.models.ctr.optinter", "OptInter"),
     ("qin", "llmrec.ranking.models.ctr.qin", "QIN"),
+    ("sdim", "llmrec.ranking.models.ctr.sdim", "SDIM"),
+    ("unimixer", "llmrec.ranking.models.ctr.unimixer", "UniMixer"),
+    ("unimixing_lite", "llmrec.ranking.models.ctr.unimixer", "UniMixingLite"),
+    ("rar", "llmrec.ranking.models.ctr.rar", "RAR"),
 )
