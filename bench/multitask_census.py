@@ -9,7 +9,8 @@ split seed 42 for every cell (the model seed varies the initialisation, the batc
 dropout). Single-task rows: ``dnn`` with ``task.kind=binary`` on the primary ``label``, loaded
 once with ``census.primary`` set to each task of the group (the label a binary run
 learns is the loader's choice). Multi-task rows: ``task.kind=multitask`` with ``labels`` =
-the group's two tasks, equal loss weights, ``mto=base`` (plain Adam on the summed BCE). Early
+the group's two tasks, equal loss weights, ``--mtos`` the multi-task optimisations to run
+(``task.mto``, :mod:`llmrec.ranking.mto`; default ``base``, plain Adam on the summed BCE). Early
 stopping on valid AUC (single task) or mean valid AUC over the two tasks (multi-task), patience
 3, at most 30 epochs; the test
 AUC is that of the best valid epoch. Small models (embedding 8) so the whole table runs in
@@ -47,6 +48,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="MMoE task group: 1 = income, marital; 2 = education, marital")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--models", default="dnn,shared_bottom,mmoe,ple")
+    ap.add_argument("--mtos", default="base",
+                    help="multi-task optimisations for the multi-task models (comma-separated: "
+                         "base, uw, pcgrad, nash, pub); the single-task dnn runs only with base")
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=2048)
@@ -60,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from llmrec.data.census import GROUPS, CensusConfig, census_features
+    from llmrec.ranking import mto as mto_lib
     from llmrec.ranking.registry import build_model
     from llmrec.ranking.task_config import TaskConfig
     from llmrec.ranking.trainer import TrainConfig, Trainer, seed_everything
@@ -68,13 +73,17 @@ def main(argv: list[str] | None = None) -> int:
     env = br.environment("cpu")
     seeds = [int(s) for s in args.seeds.split(",")]
     models = args.models.split(",")
+    mtos = args.mtos.split(",")
+    bad = [m for m in mtos if m not in mto_lib.MTO_METHODS]
+    if bad:
+        ap.error(f"--mtos: unknown {bad}; choose from {', '.join(mto_lib.MTO_METHODS)}")
     tasks = GROUPS[args.group]
     features = {p: census_features(CensusConfig(path=args.path, group=args.group, primary=p))
                 for p in tasks}
     protocol = features[tasks[0]].info["census"]["protocol"]
     records, table = [], {}
 
-    def cell(model, fs, task_cfg, labels, seed, task_name):
+    def cell(model, fs, task_cfg, labels, seed, task_name, mto="base"):
         seed_everything(seed)
         net = build_model(model, fs.spec, **MODELS[model],
                           **({"tasks": list(labels)} if task_cfg.kind == "multitask" else {}))
@@ -82,24 +91,33 @@ def main(argv: list[str] | None = None) -> int:
                           epochs=args.epochs, lr=args.lr, patience=args.patience,
                           checkpoint=False)
         t0 = time.perf_counter()
-        res = Trainer(net, fs, cfg, task=task_cfg).fit()
+        n_before = len(records)
+        trainer = Trainer(net, fs, cfg, task=task_cfg)
+        if mto != "base" and getattr(trainer, "mto", None) is None:
+            # a trainer that does not read task.mto yet: give it the method's step
+            mto_lib.attach(trainer, mto)
+        res = trainer.fit()
         wall = time.perf_counter() - t0
+        weights = getattr(getattr(trainer, "mto", None), "last_weights", None)
         for label in labels:
             for split in ("valid", "test"):
                 key = "auc" if task_cfg.kind == "binary" else f"{label}.auc"
                 value = float(res[split][key])
                 records.append(br.record(
                     "multitask_census", "auc", value, "AUC", env, model=model, dataset=DATASET,
-                    task=task_cfg.kind, mto="base", label=label, split=split, seed=seed,
+                    task=task_cfg.kind, mto=mto, label=label, split=split, seed=seed,
                     group=args.group, protocol=protocol, best_epoch=res.get("best_epoch"),
-                    wall_seconds=round(wall, 2), config={
+                    wall_seconds=round(wall, 2), task_weights=weights, config={
                         "model": MODELS[model], "epochs": args.epochs,
                         "patience": args.patience, "batch_size": args.batch_size,
                         "lr": args.lr, "task_labels": list(labels), "split_seed": 42}))
                 if split == "test":
-                    table.setdefault((model if task_cfg.kind == "multitask"
-                                      else f"{model} (single task)", label), []).append(value)
-        print(f"{model:14s} {task_name:9s} seed {seed}: " + ", ".join(
+                    name = (f"{model} ({mto})" if task_cfg.kind == "multitask"
+                            else f"{model} (single task)")
+                    table.setdefault((name, label), []).append(value)
+        if args.out:  # one cell at a time, so an interrupted run keeps what it finished
+            br.append(args.out, records[n_before:])
+        print(f"{model:14s} {mto:6s} {task_name:9s} seed {seed}: " + ", ".join(
             f"{lb} test {res['test']['auc' if task_cfg.kind == 'binary' else lb + '.auc']:.4f}"
             for lb in labels) + f"  ({wall:.0f} s, best epoch {res.get('best_epoch')})",
             flush=True)
@@ -111,8 +129,10 @@ def main(argv: list[str] | None = None) -> int:
                 for label in tasks:
                     cell(model, features[label], TaskConfig(kind="binary"), [label], seed, label)
             else:
-                cell(model, features[tasks[0]],
-                     TaskConfig(kind="multitask", labels=list(tasks)), tasks, seed, "both")
+                for m in mtos:
+                    cell(model, features[tasks[0]],
+                         TaskConfig(kind="multitask", labels=list(tasks), mto=m), tasks, seed,
+                         "both", m)
     print(f"\n{DATASET}, {protocol}; test AUC mean +- std over seeds {seeds} "
           f"({time.perf_counter() - t_all:.0f} s on {env['device']})")
     print(f"| model | {' | '.join(tasks)} |\n|---|" + "---|" * len(tasks))
@@ -123,8 +143,7 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(f"{s['mean']:.4f} +- {s['std']:.4f}")
         print(f"| {name} | {' | '.join(cells)} |")
     if args.out:
-        n = br.append(args.out, records)
-        print(f"appended {n} records to {args.out}")
+        print(f"appended {len(records)} records to {args.out}")
     return 0
 
 
