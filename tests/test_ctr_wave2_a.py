@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import json
 import math
+import runpy
+import sys
+from unittest import mock
 
 import pytest
 import torch
@@ -163,7 +166,7 @@ def test_optinter_arch_weights_and_temperature():
     assert int(model.step) == 3
     assert model.temperature() == pytest.approx(1 - 3 * 5e-5)
     model.step.fill_(10**6)
-    assert model.temperature() == 0.01
+    assert model.temperature() == pytest.approx(0.01)
     # at t = 0.01 the weights are nearly one-hot on the argmax
     assert (model.arch_weights().max(-1).values > 0.99).mean(dtype=torch.float) > 0.9
 
@@ -242,7 +245,15 @@ def test_optinter_search_export_retrain_honours_the_choices(synthetic_features, 
     assert sum(doc["counts"].values()) == len(search.pairs)
     assert set(doc["choices"].values()) <= set(METHODS)
 
-    for source in (str(path), str(run_dir), doc, doc["choices"]):
+    # the command (`python -m llmrec.ranking.models.ctr.optinter RUN_DIR`) writes the same file
+    path.unlink()
+    with pytest.raises(SystemExit) as exit_code:
+        with mock.patch.object(sys, "argv", ["optinter", str(run_dir)]):
+            runpy.run_module("llmrec.ranking.models.ctr.optinter", run_name="__main__")
+    assert exit_code.value.code == 0
+    assert json.loads(path.read_text())["choices"] == doc["choices"]
+    path.unlink()  # a retrain given the run folder exports it again
+    for source in (str(run_dir), str(path), doc, doc["choices"]):
         retrain = build_model("optinter", fs.spec, **args, mode="retrain", choices=source)
         assert retrain.chosen() == expected
     # the tables and the MLP input are those of the chosen methods only

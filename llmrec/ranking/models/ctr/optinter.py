@@ -215,6 +215,12 @@ class OptInter(Backbone):
         self.n_cross_rows = sum(sizes)
         self._buf("mem_pairs", mem)
         self._buf("fac_pairs", fac)
+        self._buf("fac_left", [self.pairs[p][0] for p in fac])
+        self._buf("fac_right", [self.pairs[p][1] for p in fac])
+        # [P, 3]: True on the memorised method of pairs that cannot be memorised
+        blocked = torch.zeros(len(self.pairs), 3, dtype=torch.bool)
+        blocked[:, 0] = ~torch.tensor(self.memorisable, dtype=torch.bool)
+        self.register_buffer("blocked", blocked, persistent=False)
         self._buf("mem_src", [src_i, col_i, src_j, col_j])
         self._buf("mem_vj", vj)
         self._buf("mem_size", sizes)
@@ -266,16 +272,18 @@ class OptInter(Backbone):
 
     # ------------------------------------------------------------------------------------------
     def temperature(self) -> float:
-        return max(self.min_temperature, 1.0 - self.temperature_decay * float(self.step))
+        return float(self._temperature())
+
+    def _temperature(self) -> torch.Tensor:
+        # on the device: no host sync per step
+        t = 1.0 - self.temperature_decay * self.step.to(torch.float32)
+        return t.clamp(min=self.min_temperature)
 
     def arch_weights(self) -> torch.Tensor:
         """Search mode: w = softmax(alpha / t) [P, 3] (memorised, factorised, naive); the
         memorised weight of a pair that cannot be memorised is 0."""
-        alpha = self.alpha * self.alpha_lr_scale
-        blocked = ~torch.tensor(self.memorisable, device=alpha.device)
-        alpha = alpha.masked_fill(torch.stack([blocked, torch.zeros_like(blocked),
-                                               torch.zeros_like(blocked)], 1), float("-inf"))
-        logits = alpha / self.temperature()
+        alpha = (self.alpha * self.alpha_lr_scale).masked_fill(self.blocked, float("-inf"))
+        logits = alpha / self._temperature()
         if self.gumbel and self.training:
             u = torch.rand_like(logits).clamp_(1e-10, 1 - 1e-10)
             logits = logits - torch.log(-torch.log(u))
@@ -298,8 +306,7 @@ class OptInter(Backbone):
     def factorised(self, batch: dict) -> torch.Tensor:
         """[B, n_factorised, cross_dim] element-wise products a_i * a_j."""
         a = self.factor(batch).fields()
-        pairs = torch.tensor(self.pairs, device=a.device)[self.fac_pairs]
-        return a[:, pairs[:, 0]] * a[:, pairs[:, 1]]
+        return a[:, self.fac_left] * a[:, self.fac_right]
 
     def forward(self, batch: dict) -> dict:
         e = self.embed(batch).fields()
@@ -386,8 +393,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", help="the search run folder (llmrec rank train --model optinter)")
     parser.add_argument("--out", default=None, help=f"default: RUN_DIR/{CHOICES_FILE}")
     args = parser.parse_args(argv)
+    # under `python -m` this file is __main__; load_run builds the model from the package module,
+    # whose OptInter class is the one to check against
+    from llmrec.ranking.models.ctr import optinter
+
     try:
-        path = export_choices(args.run_dir, args.out)
+        path = optinter.export_choices(args.run_dir, args.out)
     except LlmrecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
