@@ -7,7 +7,9 @@ Runs as ``llmrec ltr simulate|train|eval ...`` (:func:`register`, listed in
 - ``simulate --data DIR --out clicks.npz``: features of the folder's run (``llmrec.ltr.features``),
   a seeded query split, sessions on the training queries' BM25 top 10; the .npz holds the
   features, labels, split and sessions, so the later steps need only it.
-- ``train --clicks clicks.npz --out ranker.pt --learner naive|ipw|dla|full --model linear|mlp``.
+- ``train --clicks clicks.npz --out ranker.pt --learner naive|ipw|dla|full --model linear|mlp``;
+  ``train --letor DIR --out cv.json``: the same pipeline cross-validated over the folds of a
+  LETOR / MSLR folder (``llmrec.ltr.letor``).
 - ``eval --model ranker.pt [--out metrics.json]``: nDCG@{1,3,5,10} (exp gain), ERR@10, MRR@10.
 - ``session-metrics --data DIR|FILE [--out table.json]``: session metrics (NUM, U-measure, sDCG,
   session RBP, per-query nDCG) of a ``session-sat-chiir16`` folder against its session ratings,
@@ -35,7 +37,8 @@ def _simulate(cfg, args) -> int:
     dtr = data.subset(tr)
     shown, shown_mask = logged_lists(dtr, args.top_k)
     sess = simulate_sessions(shown, shown_mask, dtr.y, args.sessions, eta=args.eta,
-                             seed=args.seed, kind=args.propensity, max_grade=data.max_grade)
+                             seed=args.seed, kind=args.propensity, max_grade=data.max_grade,
+                             click_model=args.click_model)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.npz")
@@ -43,6 +46,7 @@ def _simulate(cfg, args) -> int:
                         query=sess["query"], clicks=sess["clicks"], theta=sess["theta"],
                         meta=json.dumps({"data": str(args.data), "eta": args.eta,
                                          "seed": args.seed, "propensity": args.propensity,
+                                         "click_model": args.click_model,
                                          "feature_names": data.feature_names,
                                          "query_ids": data.query_ids,
                                          "max_grade": data.max_grade}))
@@ -61,10 +65,34 @@ def _load_clicks(path):
     return {k: z[k] for k in z.files if k != "meta"}, json.loads(str(z["meta"]))
 
 
+def _train_letor(args) -> int:
+    from llmrec.artifacts import write_json_atomic
+    from llmrec.ltr.letor import cross_validate
+
+    res = cross_validate(args.letor, args.learner, args.model, args.eta, args.seed,
+                         args.click_model, normalise=args.normalise, n_sessions=args.sessions,
+                         steps=args.steps, logger_frac=args.logger_frac,
+                         hidden=tuple(args.hidden))
+    write_json_atomic(args.out, res)
+    summ = res["summary"]
+    print(json.dumps({"out": str(args.out), "n_folds": res["n_folds"],
+                      "test": {k.split("/", 1)[1]: v for k, v in summ.items()
+                               if k.startswith("test/")},
+                      "logger_test_ndcg@10": summ["test_logger/ndcg@10"]}))
+    return 0
+
+
 def _train(cfg, args) -> int:
     import torch
 
+    from llmrec.errors import ConfigError
     from llmrec.ltr.train import TrainConfig, train_from_clicks
+
+    if (args.clicks is None) == (args.letor is None):
+        raise ConfigError("ltr train: give exactly one of --clicks (a log from 'simulate') or "
+                          "--letor (a folder with Fold1..Fold5/{train,vali,test}.txt)")
+    if args.letor is not None:
+        return _train_letor(args)
 
     z, meta = _load_clicks(args.clicks)
     tr = z["train"]
@@ -158,15 +186,31 @@ def _add_commands(sub) -> None:
     p.add_argument("--eta", type=float, default=1.0, help="position-bias severity")
     p.add_argument("--propensity", default="rho", choices=["rho", "inverse_rank"],
                    help="rho_k (eye-tracking, the spec's) or 1/k, raised to eta")
+    p.add_argument("--click-model", default="pbm", choices=["pbm", "cascade"],
+                   help="position-based model, or cascade (stops after the first click)")
     p.add_argument("--top-k", type=int, default=10, help="documents shown per session")
     p.add_argument("--test-frac", type=float, default=0.3, help="share of held-out queries")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and the clicks")
     p.add_argument("--minilm", action="store_true", help="add the MiniLM cosine feature")
     p.set_defaults(_handler=_simulate, _config_cls=None, _outputs=None)
 
-    p = sub.add_parser("train", help="train a ranker from a click log")
-    p.add_argument("--clicks", required=True, help="click log from 'simulate'")
-    p.add_argument("--out", required=True, help="ranker file to write (.pt)")
+    p = sub.add_parser("train", help="train a ranker from a click log, or cross-validate the "
+                       "click pipeline on a LETOR folder")
+    p.add_argument("--clicks", default=None, help="click log from 'simulate'")
+    p.add_argument("--letor", default=None, help="LETOR / MSLR folder (Fold1..Fold5 with "
+                   "train.txt, vali.txt, test.txt): clicks are simulated on each fold's training "
+                   "queries and the learner is scored on its test queries; --out is then a "
+                   "JSON file of per-fold and mean metrics")
+    p.add_argument("--out", required=True, help="ranker file to write (.pt), or the JSON "
+                   "results with --letor")
+    p.add_argument("--eta", type=float, default=1.0, help="--letor: position-bias severity")
+    p.add_argument("--click-model", default="pbm", choices=["pbm", "cascade"],
+                   help="--letor: click model of the simulation")
+    p.add_argument("--sessions", type=int, default=20000, help="--letor: sessions per fold")
+    p.add_argument("--logger-frac", type=float, default=0.01, help="--letor: share of "
+                   "training queries the logging ranker is fit on (at least one query)")
+    p.add_argument("--normalise", default="query", choices=["query", "none"],
+                   help="--letor: min-max features per query (QueryLevelNorm) or as read")
     p.add_argument("--learner", default="dla", choices=["naive", "ipw", "dla", "full"])
     p.add_argument("--model", default="linear", choices=["linear", "mlp"])
     p.add_argument("--hidden", type=int, nargs="+", default=[64, 32], help="MLP hidden sizes")
