@@ -8,6 +8,10 @@
     python bench/ctr_wave2_table.py --table frappe-x1-valtest
     # a CPU smoke run (2 models, 1 seed, 1 epoch, results to a scratch file)
     python bench/ctr_wave2_table.py --config eval/ctr/frappe.yaml --smoke
+    # the transforms on each trained cell: truncated-SVD compression at ranks 8/4/2 (every
+    # linear layer + embeddings; scored as is and after a 1-epoch fine-tune) and FDO retrains
+    python bench/ctr_wave2_table.py --config eval/ranking/ml1m.yaml --models dcnv2,dnn \
+        --compress-ranks 16,8,4,2 --finetune-epochs 1 --fdo 0.5,0.7,0.9,0.99
 
 Features are encoded once per recipe (the split is fixed by the recipe); each cell varies only
 the training seed. One record per (model, seed, metric) and one mean/std record per (model,
@@ -147,6 +151,8 @@ def run_table(args, overrides: list[str]) -> int:
             log.info("%s seed %d: test AUC %.5f LogLoss %.5f, %d parameters (best epoch %d, "
                      "%.1fs)", name, seed, res["test"]["auc"], res["test"]["logloss"], n_params,
                      res["best_epoch"], wall)
+            if args.compress_ranks or args.fdo:
+                records += transform_cells(args, cfg, fs, res, env, common)
         if per_seed["auc"]:
             for m in METRICS:
                 records.append(br.record(BENCHMARK, m, br.summarise(per_seed[m])["mean"], "", env,
@@ -164,10 +170,74 @@ def run_table(args, overrides: list[str]) -> int:
     return 0
 
 
+def transform_cells(args, cfg, fs, res, env, common) -> list[dict]:
+    """Compression (per rank, as is and fine-tuned) and FDO (per rho, retrained) of one trained
+    cell, each scored on the test split; one record per (transform, setting, metric)."""
+    from llmrec.ranking.pipeline import run_train
+    from llmrec.ranking.runs import load_run
+    from llmrec.ranking.trainer import Trainer, seed_everything
+    from llmrec.ranking.transforms import (CompressConfig, _evaluate, compress_model,
+                                           count_parameters, fdo_dims)
+
+    log = logging.getLogger("ctr_wave2")
+    run = load_run(cfg.output_dir, device=str(fs.device))
+    before = count_parameters(run.model)
+    base = {"model": cfg.model, "seed": cfg.train.seed, "parameters_before": before,
+            "test_auc_before": res["test"]["auc"], **common}
+    out = []
+
+    def emit(transform, setting, metrics, params, **extra):
+        for m in METRICS:
+            if m in metrics:
+                out.append(br.record(BENCHMARK, m, metrics[m], "", env, transform=transform,
+                                     **setting, n_parameters=params["total"],
+                                     embedding_parameters=params["embedding"],
+                                     reduction=round(before["total"] / params["total"], 4),
+                                     **extra, **base))
+
+    for r in [int(x) for x in args.compress_ranks.split(",")] if args.compress_ranks else []:
+        ccfg = CompressConfig(rank=r, linear="all")
+        new, spec, ranks, layers = compress_model(run.model.cpu(), run.spec, cfg.model,
+                                                  dict(run.record["model_args"]), ccfg)
+        new.to(fs.device)
+        params = count_parameters(new)
+        err = max((v["relative_error"] for v in layers.values() if v["factorised"]), default=0)
+        emit("compress", {"rank": r}, _evaluate(new, run.task, fs, "test"), params,
+             finetune_epochs=0, max_relative_error=err)
+        log.info("%s seed %d compress rank %d: %d -> %d parameters", cfg.model, cfg.train.seed,
+                 r, before["total"], params["total"])
+        if args.finetune_epochs:
+            tcfg = copy.deepcopy(cfg.train)
+            tcfg.epochs, tcfg.checkpoint, tcfg.resume = args.finetune_epochs, False, False
+            seed_everything(tcfg.seed)
+            trainer = Trainer(new, copy.copy(fs), tcfg, output_dir=None, task=cfg.task)
+            try:
+                ft = trainer.fit()
+            finally:
+                trainer.close()
+            emit("compress", {"rank": r}, ft["test"], params,
+                 finetune_epochs=args.finetune_epochs, max_relative_error=err)
+        run.model.to(fs.device)
+    for rho in [float(x) for x in args.fdo.split(",")] if args.fdo else []:
+        fields = fdo_dims(run.model, rho)
+        emb_dim = run.model.embedding.embed_dim
+        dims = {n: f["dim"] for n, f in fields.items() if f["dim"] < emb_dim}
+        fcfg = copy.deepcopy(cfg)
+        fcfg.field_dims = dims
+        fcfg.output_dir = f"{cfg.output_dir}-fdo{rho}"
+        fres = run_train(fcfg, features=fs)
+        params = count_parameters(load_run(fcfg.output_dir).model)
+        emit("fdo", {"threshold": rho}, fres["test"], params, field_dims=dims,
+             best_epoch=fres["best_epoch"])
+        log.info("%s seed %d fdo rho %.2f: widths %s, test AUC %.5f, %d parameters", cfg.model,
+                 cfg.train.seed, rho, dims, fres["test"]["auc"], params["total"])
+    return out
+
+
 def table(dataset: str, path: Path = OUT) -> str:
     """Markdown table of the latest mean cell of every model for ``dataset`` (Frappe: with the
     BARS Frappe_x1 numbers beside, for reference only)."""
-    recs = [r for r in br.read(path) if r.get("dataset") == dataset
+    recs = [r for r in br.read(path) if r.get("dataset") == dataset and not r.get("transform")
             and not str(r.get("condition", "")).startswith("smoke")]
     if not recs:
         return f"_no {dataset} results in {path.name} yet_"
@@ -226,6 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--condition", default=None, help="free-form label of the setting")
     ap.add_argument("--smoke", action="store_true",
                     help="2 models, 1 seed, 1 epoch, into a scratch JSONL (unless --out)")
+    ap.add_argument("--compress-ranks", default="", help="after each trained cell: compress "
+                    "it at these ranks (e.g. 8,4,2; embeddings + every linear layer) and score it")
+    ap.add_argument("--finetune-epochs", type=int, default=0,
+                    help="with --compress-ranks: also score after this many fine-tune epochs")
+    ap.add_argument("--fdo", default="", help="after each trained cell: FDO widths at these "
+                    "thresholds (e.g. 0.5,0.9) and a retrain with them")
     ap.add_argument("--table", metavar="DATASET", help="print the markdown table for DATASET "
                                                        "from --out and exit")
     args, overrides = ap.parse_known_args(argv)
