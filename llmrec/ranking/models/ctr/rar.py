@@ -178,14 +178,21 @@ class RAR(nn.Module):
         g = torch.Generator().manual_seed(hash_seed)
         self.register_buffer("item_planes", torch.randn(self.item_dim, hash_bits, generator=g))
         self.register_buffer("user_planes", torch.randn(self.user_dim, hash_bits, generator=g))
-        self.item_proj = nn.Linear(self.item_dim, attn_dim)
-        self.user_proj = nn.Linear(self.user_dim, attn_dim)
+        self.uses_users, self.uses_items = U2U in self.fields, I2I in self.fields
+        self.attn_dim = attn_dim
+        # only the modules the ablation uses (DDP wants no parameter without a gradient)
         self.target_proj = nn.Linear(self.item_dim, attn_dim)
-        self.users_to_items = CrossAttention(attn_dim)
-        self.items_to_users = CrossAttention(attn_dim)
-        self.pool_u2u = CrossAttention(attn_dim)
-        self.pool_i2i = CrossAttention(attn_dim)
-        self.aux_user = nn.Linear(self.user_dim, self.item_dim) if aux_weight > 0 else None
+        if self.uses_users:
+            self.user_proj = nn.Linear(self.user_dim, attn_dim)
+            self.pool_u2u = CrossAttention(attn_dim)
+        if self.uses_items:
+            self.item_proj = nn.Linear(self.item_dim, attn_dim)
+            self.pool_i2i = CrossAttention(attn_dim)
+        if self.uses_users and self.uses_items:
+            self.users_to_items = CrossAttention(attn_dim)
+            self.items_to_users = CrossAttention(attn_dim)
+        self.aux_user = (nn.Linear(self.user_dim, self.item_dim)
+                         if aux_weight > 0 and self.uses_items else None)
         u = spec.n_user_fields
         # the index (empty until prepare): data, saved with the weights
         self.register_buffer("pool_rows", torch.zeros(0, dtype=torch.long))
@@ -248,9 +255,40 @@ class RAR(nn.Module):
         parts = [emb.embed_users(user_ids), pooled] if emb.n_user else [pooled]
         return torch.cat(parts, dim=1).flatten(1)
 
-    def forward(self, batch: dict) -> dict:
+    def retrieve(self, batch: dict) -> dict[str, torch.Tensor]:
+        """The retrieval step for a batch (needs the index): catalogue item vectors ``flat``
+        [R, KD], ``target`` [B, KD], ``user`` [B, user_dim]; with i2i, the selected recall items
+        ``item_rows`` [B, k_items] and ``items_ok``; with u2u, the selected pool entries
+        ``pool_index`` [B, k_users], ``users_ok`` and the pool's user vectors ``pool``
+        [P, user_dim]."""
         catalog = batch["catalog"]
-        b = batch["item_row"].shape[0]
+        # every catalogue item once, in the backbone's own embedding space
+        all_items = self.base.embedding.embed_items(catalog["item"], catalog["item_multi"])
+        flat = all_items.flatten(1)  # [R, KD]
+        out = {"flat": flat, "target": flat[batch["item_row"]],
+               "user": self._user_vectors(batch["user"], batch["hist_rows"], all_items)}
+        if self.uses_items:
+            # recall list: neighbours of the history items, deduplicated, target removed
+            item_bits = self._bits(flat, self.item_planes)
+            cand = self.neighbour_rows[batch["hist_rows"]].flatten(1)  # [B, L * N]
+            cand, _ = cand.sort(dim=1)
+            dup = torch.cat([torch.zeros_like(cand[:, :1], dtype=torch.bool),
+                             cand[:, 1:] == cand[:, :-1]], 1)
+            cand_ok = (cand > 0) & ~dup & (cand != batch["item_row"][:, None])
+            pick, out["items_ok"] = self._hamming_top(item_bits[batch["item_row"]],
+                                                      item_bits[cand], cand_ok, self.k_items)
+            out["item_rows"] = cand.gather(1, pick)
+        if self.uses_users:
+            # look-alike users from the pool (the user itself excluded)
+            pool = self._user_vectors(self.pool_user, self.pool_hist, all_items)  # [P, user_dim]
+            pool_ok = self.pool_rows[None, :] != batch["user_row"][:, None]  # [B, P]
+            out["pool_index"], out["users_ok"] = self._hamming_top(
+                self._bits(out["user"], self.user_planes), self._bits(pool, self.user_planes),
+                pool_ok, self.k_users)
+            out["pool"] = pool
+        return out
+
+    def forward(self, batch: dict) -> dict:
         extra: dict[str, torch.Tensor] = {}
         aux = None
         if not self.has_index:
@@ -258,43 +296,27 @@ class RAR(nn.Module):
                 log.warning("RAR has no retrieval index (prepare(features) was not called): its "
                             "u2u / i2i fields are zero")
                 self._warned = True
-            zeros = batch["label"].new_zeros(b, self.item_proj.out_features)
+            zeros = batch["label"].new_zeros(batch["item_row"].shape[0], self.attn_dim)
             extra = {f: zeros for f in self.fields}
         else:
-            # every catalogue item once, in the backbone's own embedding space
-            all_items = self.base.embedding.embed_items(catalog["item"], catalog["item_multi"])
-            flat = all_items.flatten(1)  # [R, KD]
-            item_bits = self._bits(flat, self.item_planes)
-            target = flat[batch["item_row"]]
-            user = self._user_vectors(batch["user"], batch["hist_rows"], all_items)
-            # ---- recall list: neighbours of the history items, deduplicated, target removed
-            cand = self.neighbour_rows[batch["hist_rows"]].flatten(1)  # [B, L * N]
-            cand, _ = cand.sort(dim=1)
-            dup = torch.cat([torch.zeros_like(cand[:, :1], dtype=torch.bool),
-                             cand[:, 1:] == cand[:, :-1]], 1)
-            cand_ok = (cand > 0) & ~dup & (cand != batch["item_row"][:, None])
-            pick, items_ok = self._hamming_top(item_bits[batch["item_row"]], item_bits[cand],
-                                               cand_ok, self.k_items)
-            items = flat[cand.gather(1, pick)]  # [B, ki, KD]
-            # ---- look-alike users from the pool (the user itself excluded)
-            pool = self._user_vectors(self.pool_user, self.pool_hist, all_items)  # [P, user_dim]
-            pool_ok = self.pool_rows[None, :] != batch["user_row"][:, None]  # [B, P]
-            upick, users_ok = self._hamming_top(self._bits(user, self.user_planes),
-                                                self._bits(pool, self.user_planes), pool_ok,
-                                                self.k_users)
-            users = pool[upick]  # [B, ku, user_dim]
-            # ---- co-interaction: set-to-set attention, then the target pools each set
-            i_set = self.item_proj(items)
-            u_set = self.user_proj(users)
-            u_set2 = u_set + self.users_to_items(u_set, i_set, items_ok)
-            i_set2 = i_set + self.items_to_users(i_set, u_set, users_ok)
-            q = self.target_proj(target).unsqueeze(1)
-            if U2U in self.fields:
-                extra[U2U] = self.pool_u2u(q, u_set2, users_ok).squeeze(1)
-            if I2I in self.fields:
-                extra[I2I] = self.pool_i2i(q, i_set2, items_ok).squeeze(1)
-            if self.training and self.aux_user is not None:
-                aux = self._aux_loss(user, target, items, items_ok, batch["label"])
+            r = self.retrieve(batch)
+            q = self.target_proj(r["target"]).unsqueeze(1)
+            if self.uses_items:
+                items, items_ok = r["flat"][r["item_rows"]], r["items_ok"]  # [B, ki, KD]
+                i_set = self.item_proj(items)
+            if self.uses_users:
+                users_ok = r["users_ok"]
+                u_set = self.user_proj(r["pool"][r["pool_index"]])  # [B, ku, attn_dim]
+            # co-interaction: set-to-set attention (both sets), then the target pools each set
+            if self.uses_users and self.uses_items:
+                u_set, i_set = (u_set + self.users_to_items(u_set, i_set, items_ok),
+                                i_set + self.items_to_users(i_set, u_set, users_ok))
+            if self.uses_users:
+                extra[U2U] = self.pool_u2u(q, u_set, users_ok).squeeze(1)
+            if self.uses_items:
+                extra[I2I] = self.pool_i2i(q, i_set, items_ok).squeeze(1)
+                if self.training and self.aux_user is not None:
+                    aux = self._aux_loss(r["user"], r["target"], items, items_ok, batch["label"])
         dense = {**batch["dense"], **{k: v.float() for k, v in extra.items()}}
         out = self.base({**batch, "dense": dense})
         if aux is not None:
