@@ -1,4 +1,5 @@
-"""Loader for the FINN.no slates ``data.npz`` layout (Eide et al., ``finn-no/recsys_slates_dataset``).
+"""Loader for the FINN.no slates ``data.npz`` layout (Eide et al.,
+``finn-no/recsys_slates_dataset``).
 
 Arrays (first axis = users, ``T`` steps per user, ``S`` slots per slate; 20 x 25 in the release):
 
@@ -9,13 +10,14 @@ Arrays (first axis = users, ``T`` steps per user, ``S`` slots per slate; 20 x 25
 | ``click_idx`` | ``[U, T]`` | the clicked item's slot in ``slate`` |
 | ``slate_lengths`` | ``[U, T]`` | number of items shown at the step |
 | ``slate`` | ``[U, T, S]`` | the shown items, 0-padded after ``slate_lengths`` |
-| ``interaction_type`` | ``[U, T]`` | where the slate was shown (search / recommendation; 0 at padding) |
+| ``interaction_type`` | ``[U, T]`` | where it was shown (search / recommendation; 0: padding) |
 
 Item ids 0 (padding) and 1 (no click) are special; the release's sampler draws candidates from 3
 on, so 2 is special too (:data:`FIRST_ITEM`). :func:`load_finn_npz` checks the keys, shapes and
-dtypes, that ``slate[u, t, click_idx[u, t]] == click[u, t]`` at every step with an item click, and
-that slates are 0 after their length (item 0 inside a length is only warned about); every problem is a :class:`~llmrec.errors.DataError` naming
-the array, the first offending (user, step) and the count. :func:`split_users` is the paper's
+dtypes, that ``slate[u, t, click_idx[u, t]] == click[u, t]`` at every step with an item click,
+and that slates are 0 after their length (item 0 inside a length is only warned about); every
+problem is a :class:`~llmrec.errors.DataError` naming the array, the first offending (user, step)
+and the count. :func:`split_users` is the paper's
 split: 5% validation and 5% test users chosen by a seeded permutation, whose first 5 steps stay
 in training.
 """
@@ -76,7 +78,8 @@ class FinnSlates:
 
     def stats(self) -> dict:
         m = self.step_mask
-        return {"users": self.n_users, "steps": int(m.sum()), "item_clicks": int(self.clicked.sum()),
+        return {"users": self.n_users, "steps": int(m.sum()),
+                "item_clicks": int(self.clicked.sum()),
                 "no_click_steps": int((self.click == NO_CLICK).sum()), "n_items": self.n_items,
                 "mean_slate_length": float(self.slate_lengths[m].mean()) if m.any() else 0.0,
                 "interaction_types": sorted(int(v) for v in np.unique(self.interaction_type[m]))}
