@@ -200,3 +200,26 @@ def test_aliexpress_wrong_schema(tmp_path):
     pd.DataFrame({"search_id": [1], "click": [0]}).to_csv(tmp_path / "train.csv", index=False)
     with pytest.raises(DataError, match="not the AliExpress schema"):
         read_aliexpress(tmp_path / "train.csv")
+
+
+@pytest.mark.parametrize("label", ["d2co", "cwm", "pcr"])
+def test_watchtime_recipe_runs_on_the_kuairand_fixture(tmp_path, label, capsys):
+    from llmrec.ranking import watchtime as wt
+
+    _kuairand_fixture(tmp_path, n=200)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"kuairand: {{path: {tmp_path}, max_duration_s: 400}}\n"
+                   f"watchtime: {{label: {label}}}\nmodel: dnn\n"
+                   f"model_args: {{embed_dim: 4, hidden: [8]}}\n"
+                   f"train: {{device: cpu, epochs: 2, batch_size: 32, checkpoint: false}}\n"
+                   f"output: {tmp_path / 'res.json'}\n")
+    assert wt.main(["--config", str(cfg), "--train.seed=1"]) == 0
+    import json
+
+    res = json.loads((tmp_path / "res.json").read_text())
+    assert res["label"] == label and res["task"]["kind"] == "watchtime"
+    for k in ("gauc", "xauc", "xgauc", "ndcg@1", "ndcg@5"):
+        assert k in res["test"]
+    assert ("mae" in res["test"]) == (label in ("cwm", "pcr"))
+    if label == "cwm":  # predicted watch times never exceed the duration
+        assert res["test"]["mae"] >= 0

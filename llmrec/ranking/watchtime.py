@@ -479,4 +479,150 @@ def watch_time_metrics(users, w, d, score, w_pred=None, tau: float = 18.0,
 __all__ = ["LABELS", "KINDS", "WatchTimeConfig", "long_view", "gmm_1d", "d2co_bounds",
            "d2co_label", "watch_time_label", "add_watch_time_labels", "cwm_target", "cwm_loss",
            "cwm_predict", "xauc", "xgauc", "mae", "rmse", "gauc", "ndcg", "duration_bins",
-           "watch_time_metrics"]
+           "watch_time_metrics", "WatchTimeTask", "WatchTimeRun", "run_watchtime"]
+
+
+# ------------------------------------------------------------------------------------------------
+# the task and a runnable recipe
+
+
+def _task_base():
+    from llmrec.ranking.tasks import Task
+
+    return Task
+
+
+class WatchTimeTask(_task_base()):
+    """A ranking task on a watch-time log: the model's ``logit`` is trained on the label of
+    ``wt.label`` (MSE on ``label.<kind>``, the column :func:`add_watch_time_labels` wrote) or
+    with the CWM likelihood on the raw watch time; judged per user on long views (GAUC,
+    nDCG@1/3/5) and on the watch time (XAUC, XGAUC; MAE / RMSE of the watch time the score
+    implies where it implies one: raw = the score, pcr = score x duration, cwm =
+    :func:`cwm_predict`). Watches GAUC. Not listed in ``TASKS``: build it with the run's
+    :class:`WatchTimeConfig` and hand it to the trainer (``Trainer(..., task=WatchTimeTask(...))``).
+    """
+
+    kind = "watchtime"
+    default_monitor = "gauc"
+
+    def __init__(self, cfg, spec, wt: WatchTimeConfig | None = None, watch: str = "watch_s",
+                 duration: str = "duration_s") -> None:
+        super().__init__(cfg, spec)
+        self.wt = wt or WatchTimeConfig()
+        self.watch, self.duration = watch, duration
+        need = [watch, duration] + ([] if self.wt.label == "cwm" else [self.wt.label])
+        missing = [n for n in need if n not in spec.labels]
+        if missing:
+            raise ConfigError(f"watch-time task: label(s) {missing} are not labels of the "
+                              f"features (have: {', '.join(spec.labels) or 'none'}); load the "
+                              f"log with llmrec.data.kuairand (or add_watch_time_labels)")
+
+    def loss(self, out, batch):
+        import torch.nn.functional as F
+
+        s, labels = out["logit"].float(), batch["labels"]
+        if self.wt.label == "cwm":
+            loss = cwm_loss(s, labels[self.watch], labels[self.duration], self.wt.cwm_c,
+                            self.wt.cwm_sigma)
+        else:
+            loss = F.mse_loss(s, labels[self.wt.label])
+        aux = out.get("aux_loss")
+        return loss if aux is None else loss + aux.float()
+
+    def predicted_watch(self, s, d):
+        if self.wt.label == "cwm":
+            return cwm_predict(s, d, self.wt.cwm_c)
+        if self.wt.label == "raw":
+            return s
+        if self.wt.label == "pcr":
+            return s * d
+        return None
+
+    def evaluate(self, forward, fs, idx, batch_size):
+        s = self._logits(forward, idx, batch_size)
+        w, d = fs.labels(self.watch)[idx].float(), fs.labels(self.duration)[idx].float()
+        pred = self.predicted_watch(s, d)
+        users = fs.groups(idx, self.cfg.group).cpu().numpy()
+        return watch_time_metrics(users, w.cpu().numpy(), d.cpu().numpy(), s.cpu().numpy(),
+                                  None if pred is None else pred.cpu().numpy(), self.wt.tau)
+
+    def predict_columns(self, out):
+        return {"score": out["logit"].float()}
+
+    def describe(self):
+        return {**super().describe(), "label": self.wt.label}
+
+
+def _run_config_types():
+    from llmrec.data.kuairand import KuaiRandConfig
+    from llmrec.ranking.train_config import TrainConfig
+
+    return KuaiRandConfig, TrainConfig
+
+
+_KuaiRandConfig, _TrainConfig = _run_config_types()
+
+
+@dataclass
+class WatchTimeRun:
+    """One watch-time run: a KuaiRand / KuaiRec log, a label (or CWM), a backbone, training."""
+
+    kuairand: _KuaiRandConfig = option(default_factory=_KuaiRandConfig,
+                                       help="the log (llmrec.data.kuairand)")
+    watchtime: WatchTimeConfig = option(default_factory=WatchTimeConfig,
+                                        help="label / loss and their parameters")
+    model: str = option("deepfm", help="a CTR backbone (`llmrec rank models`)")
+    model_args: dict[str, Any] = option({}, help="its hyper-parameters")
+    train: _TrainConfig = option(default_factory=_TrainConfig, help="training settings")
+    output: str = option("", help="JSON file for the result (empty: print only)")
+
+
+def run_watchtime(cfg: WatchTimeRun) -> dict[str, Any]:
+    """Load the log, add the labels, train ``cfg.model`` on ``cfg.watchtime.label``; returns the
+    trainer's result with the valid / test watch-time metrics."""
+    from llmrec.data.kuairand import load_kuairand
+    from llmrec.ranking.features import build_features
+    from llmrec.ranking.registry import build_model
+    from llmrec.ranking.task_config import TaskConfig
+    from llmrec.ranking.trainer import Trainer, seed_everything
+
+    kcfg, tcfg = cfg.kuairand, cfg.train
+    kcfg.tau, kcfg.d2co_alpha, kcfg.d2co_window = (cfg.watchtime.tau, cfg.watchtime.d2co_alpha,
+                                                   cfg.watchtime.d2co_window)
+    data, split, fcfg = load_kuairand(kcfg)
+    fs = build_features(data, split, fcfg)
+    seed_everything(tcfg.seed)
+    model = build_model(cfg.model, fs.spec, **cfg.model_args)
+    task = WatchTimeTask(TaskConfig(kind="regression", monitor="gauc", mode="max"), fs.spec,
+                         cfg.watchtime)
+    result = Trainer(model, fs, tcfg, task=task).fit()
+    result.update(model=cfg.model, label=cfg.watchtime.label, dataset=kcfg.name,
+                  data=split.info)
+    if cfg.output:
+        from llmrec.artifacts import write_json_atomic
+
+        write_json_atomic(cfg.output, result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m llmrec.ranking.watchtime --config FILE.yaml [--key=value ...]``."""
+    import argparse
+    import json
+    import logging
+
+    from llmrec.config import load_config
+
+    ap = argparse.ArgumentParser(description="one watch-time run (see eval/watchtime/README.md)")
+    ap.add_argument("--config", required=True)
+    args, rest = ap.parse_known_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    cfg = load_config(WatchTimeRun, args.config, rest)
+    res = run_watchtime(cfg)
+    print(json.dumps({"label": res["label"], "model": res["model"], "valid": res["valid"],
+                      "test": res.get("test")}, indent=1, default=float))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
