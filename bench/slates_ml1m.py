@@ -173,22 +173,27 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     env = br.environment("cpu", note="shared with other jobs")
     seeds = [int(s) for s in args.seeds.split(",")]
-    records: list = []
     t = time.perf_counter()
-    parts = args.parts.split(",")
-    if "generated" in parts:
-        generated_part(seeds, args.fit_steps, env, records)
-    if "loop" in parts:
-        loop_part(args, seeds, env, records)
-    for r in records:
-        r["command"] = "python bench/slates_ml1m.py " + " ".join(sys.argv[1:] if argv is None
-                                                                 else argv)
-    print(f"\n{len(records)} records, {time.perf_counter() - t:.0f} s on {env['device']}")
-    if args.out:
-        br.append(args.out, records)
-        print(f"appended to {args.out}")
-    return 0 if all(not isinstance(r["value"], float) or math.isfinite(r["value"])
-                    for r in records) else 1
+    command = "python bench/slates_ml1m.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    ok = True
+    for part in args.parts.split(","):
+        records: list = []
+        if part == "generated":
+            generated_part(seeds, args.fit_steps, env, records)
+        elif part == "loop":
+            loop_part(args, seeds, env, records)
+        else:
+            raise SystemExit(f"unknown part {part!r}: choose generated and/or loop")
+        for r in records:
+            r["command"] = command
+        ok &= all(not isinstance(r["value"], float) or math.isfinite(r["value"])
+                  for r in records)
+        print(f"\n{part}: {len(records)} records, {time.perf_counter() - t:.0f} s on "
+              f"{env['device']}")
+        if args.out:  # each part as soon as it is done
+            br.append(args.out, records)
+            print(f"appended to {args.out}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
