@@ -390,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m llmrec.ranking.models.ctr.optinter",
         description="Write the chosen interaction method per field pair of an OptInter search "
                     "run as JSON (the retrain stage's choices).")
-    parser.add_argument("run_dir", help="the search run folder (llmrec rank train --model optinter)")
+    parser.add_argument("run_dir",
+                        help="the search run folder (llmrec rank train --model optinter)")
     parser.add_argument("--out", default=None, help=f"default: RUN_DIR/{CHOICES_FILE}")
     args = parser.parse_args(argv)
     # under `python -m` this file is __main__; load_run builds the model from the package module,
