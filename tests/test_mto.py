@@ -235,6 +235,12 @@ def test_task_config_and_bad_input(planted):
     t = _trainer(planted, epochs=1, task=TaskConfig(kind="binary"))
     with pytest.raises(ConfigError, match="per-task losses"):
         mto.attach(t, "pub")
+    # a trainer that only sums the losses refuses task.mto instead of ignoring it
+    t = _trainer(planted, epochs=1, task=TaskConfig(kind="multitask", labels=["click", "like"],
+                                                    mto="pub"))
+    if getattr(t, "mto", None) is None:
+        with pytest.raises(ConfigError, match="needs a trainer"):
+            t.train_step(t.epoch_batches()[0])
     task = build_task(TaskConfig(kind="multitask", labels=["click", "like"]), planted.spec)
     batch = planted.batch(planted.split_index("train")[:8])
     out = {"logits": {"click": torch.zeros(8), "like": torch.zeros(8)}}
@@ -249,6 +255,6 @@ def test_patched_trainer_reads_task_mto(planted):
     t = _trainer(planted, epochs=1, task=TaskConfig(kind="multitask", labels=["click", "like"],
                                                     mto="pcgrad"))
     if getattr(t, "mto", None) is None:
-        pytest.skip("the trainer does not read task.mto yet (.gpu/briefs/mto_trainer.patch)")
+        pytest.skip("the trainer does not read task.mto yet")
     assert isinstance(t.mto, mto.PCGrad)
     assert torch.isfinite(t.train_step(t.epoch_batches()[0]))

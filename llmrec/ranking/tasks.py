@@ -166,6 +166,11 @@ class MultiTask(Task):
         return losses
 
     def loss(self, out, batch):
+        if getattr(self.cfg, "mto", "base") != "base":
+            # the summed loss is mto base: a trainer that calls loss() would ignore task.mto
+            raise ConfigError(f"task.mto {self.cfg.mto!r} needs a trainer that hands the "
+                              f"per-task losses to llmrec.ranking.mto (or mto.attach(trainer, "
+                              f"{self.cfg.mto!r})); this one sums them")
         total = None
         for term in self.task_losses(out, batch).values():
             total = term if total is None else total + term
