@@ -137,7 +137,8 @@ def _spec(levels=3, vocab=10, hist=4):
 def _batch(table, b=6, hist=4, seed=1):
     g = torch.Generator().manual_seed(seed)
     hist_rows = torch.randint(1, table.shape[0], (b, hist), generator=g)
-    hist_rows[0, 2:] = 0  # a short history
+    hist_rows[:, 3:] = 0  # shorter than the window: retrieval trims the padding
+    hist_rows[0, 2:] = 0  # a shorter history still
     return {"hist_item": table[hist_rows], "hist_mask": hist_rows > 0, "hist_rows": hist_rows,
             "user_row": torch.arange(1, b + 1), "item": table[torch.ones(b, dtype=torch.long)],
             "catalog": {"item": table, "item_multi": {}}}
@@ -150,7 +151,7 @@ def test_beam_search_returns_only_catalogue_items_never_the_history():
     batch = _batch(table)
     rows, scores = model.generate(batch)
     assert rows.shape == scores.shape == (6, 12)
-    assert ((rows >= 1) & (rows < table.shape[0])).all()  # 30 items, 4 history: the beam fills
+    assert ((rows >= 1) & (rows < table.shape[0])).all()  # 30 items, 3 history: the beam fills
     for r in range(6):
         listed = rows[r].tolist()
         assert len(set(listed)) == len(listed)
@@ -163,7 +164,7 @@ def test_beam_search_returns_only_catalogue_items_never_the_history():
 def test_wide_beam_equals_the_exact_ranking_of_every_item():
     """With a beam at least the catalogue's size nothing is pruned: the list is every
     non-history item sorted by its teacher-forced log-probability (colliding items tie and follow
-    in row order)."""
+    in row order). The exact scores read the untrimmed window, the beam the trimmed one."""
     table = _sparse_catalogue()
     torch.manual_seed(1)
     model = TIGER(_spec(), beam_size=40, **SMALL).eval()

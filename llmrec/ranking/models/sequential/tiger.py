@@ -238,9 +238,14 @@ class TIGER(SequentialModel):
         offsets = self.embedding.item_offsets[first_level:first_level + c]
         return self.embedding.table(codes + offsets)
 
-    def encode_history(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """The encoder's states ``[B, 1 + L*C, D]`` (user token first) and their mask."""
+    def encode_history(self, batch: dict, trim: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """The encoder's states ``[B, 1 + L*C, D]`` (user token first) and their mask. ``trim``
+        cuts the (right-padded) histories to the batch's longest one: the same states for the
+        valid tokens, fewer padded ones (retrieval; training keeps fixed shapes)."""
         codes, mask = batch["hist_item"], batch["hist_mask"]
+        if trim:
+            longest = max(int(mask.sum(1).max()), 1)
+            codes, mask = codes[:, :longest], mask[:, :longest]
         b, l, c = codes.shape
         n = mask.sum(1, keepdim=True)
         dist = (n - 1 - torch.arange(l, device=codes.device)[None]).clamp_min(0)
@@ -304,7 +309,7 @@ class TIGER(SequentialModel):
         rows are catalogue items not in the sample's history (0 with score -inf: no item)."""
         n = beam_size or self.beam_size
         trie = self.trie(batch["catalog"]["item"])
-        memory, mem_mask = self.encode_history(batch)
+        memory, mem_mask = self.encode_history(batch, trim=True)
         b, dev = memory.shape[0], memory.device
         hist = batch["hist_rows"]
         # [B, R] True for rows that must not be returned: padding and the input history
