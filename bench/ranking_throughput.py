@@ -68,8 +68,8 @@ VARIANTS = {  # name -> TrainConfig overrides
     "eager": {"step": "eager"},
     "compile": {"step": "compile"},
     "compile-reduce-overhead": {"step": "compile", "compile_mode": "reduce-overhead"},
-    "graph": {"step": "graph", "graph_compile": True},
-    "graph-eager": {"step": "graph", "graph_compile": False},
+    "graph": {"step": "graph", "graph_compile": "always"},
+    "graph-eager": {"step": "graph", "graph_compile": "never"},
     "default": {},  # what a recipe gets: train.step auto
 }
 
@@ -205,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep-variants", default="eager,default",
                     help="variants timed at the batch sizes other than the recipe's")
     ap.add_argument("--profile-batch", type=int, default=16384,
-                    help="profile the default variant at this batch (GPU busy share, kernels)")
+                    help="profile at this batch (GPU busy share, kernels per step)")
+    ap.add_argument("--profile-variants", default="default", help="the variants profiled")
     ap.add_argument("--timed-epochs", type=int, default=3)
     ap.add_argument("--quality-variants", default="eager,default")
     ap.add_argument("--quality-seeds", default="0")
@@ -274,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
             variants = args.variants if batch == bs else args.sweep_variants
             for variant in [v for v in variants.split(",") if v and v != "none"]:
                 r = timed(fs, name, variant, batch, HP[name], {}, args.timed_epochs,
-                          profile=(batch == args.profile_batch and variant == "default"))
+                          profile=(batch == args.profile_batch and
+                                   variant in args.profile_variants.split(",")))
                 if r is None:
                     continue
                 best = max(best, r["samples_per_s"])

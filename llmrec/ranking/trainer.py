@@ -8,16 +8,18 @@ optimiser is the fused Adam.
 
 How a step runs (``step``): ``eager``; ``compile`` wraps gather + forward + loss in
 ``torch.compile``; ``graph`` (one CUDA device) captures the *whole* step - gather from a static
-index buffer, forward (compiled first unless ``graph_compile=false``), backward, gradient clipping
-and a capturable fused Adam - as one CUDA graph after a few warm-up steps, and then replays it:
-the host does one index copy and one graph launch per step, so the step's cost no longer depends
-on how fast the host's cores are. The train loss is summed on the device; nothing in an epoch
-waits for the GPU. A batch of another size (an epoch's last, short batch) takes the eager step.
-``auto`` (the default) picks ``graph`` on a single CUDA device when the run plans at least
+index buffer, forward, backward, gradient clipping and a capturable fused Adam - as one CUDA graph
+after a few warm-up steps, and then replays it: the host does one index copy and one graph launch
+per step, so the step's cost no longer depends on how fast the host's cores are. With
+``graph_compile`` the forward + loss are compiled by ``torch.compile`` before capture (fused
+kernels: fewer and faster, for 10-20 s of compilation; ``auto`` compiles when the run plans at
+least ``graph_compile_min_steps`` steps). The train loss is summed on the device; nothing in an
+epoch waits for the GPU. A batch of another size (an epoch's last, short batch) takes the eager
+step. ``auto`` (the default) picks ``graph`` on a single CUDA device when the run plans at least
 ``graph_min_steps`` steps and the task's batches have fixed shapes (not listwise lists, not
 sequence training), and ``eager`` otherwise; if capture fails (a model with a host sync) it
-falls back to eager and says why. The choice and the seconds spent compiling and capturing are
-in the result's ``step``.
+falls back to eager and says why. The choice, whether it compiled, and the seconds spent
+compiling (the first step) and capturing are in the result's ``step``.
 
 What is learned and judged comes from a :class:`~llmrec.ranking.tasks.Task` (binary by default):
 its loss, its metrics, its batching and the validation metric early stopping watches (with its
@@ -155,7 +157,10 @@ class Trainer:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(cfg.seed)
         self._step_fn = self._loss
-        if self.step_kind == "compile" or (self._graph_mode and cfg.graph_compile):
+        self.graph_compiled = self._graph_mode and (
+            cfg.graph_compile == "always" or
+            (cfg.graph_compile == "auto" and self.planned_steps() >= cfg.graph_compile_min_steps))
+        if self.step_kind == "compile" or self.graph_compiled:
             mode = cfg.compile_mode if self.step_kind == "compile" else "default"
             self._step_fn = torch.compile(self._loss, mode=mode, dynamic=False)
         self._graph: torch.cuda.CUDAGraph | None = None
@@ -165,6 +170,8 @@ class Trainer:
         self._static_loss: torch.Tensor | None = None
         self._graph_grads: list[torch.Tensor | None] = []
         self.step_info: dict[str, Any] = {"kind": self.step_kind, "reason": self.step_reason}
+        if self._graph_mode:
+            self.step_info["compiled"] = self.graph_compiled
         self.epoch = 0  # epochs completed
         self.best_value = task.worst  # of the task's monitored validation metric
         self.best_epoch = 0
@@ -351,7 +358,9 @@ class Trainer:
         from llmrec.progress import progress
 
         if self.rank == 0:
-            log.info("training step: %s (%s)", self.step_kind, self.step_reason)
+            log.info("training step: %s%s (%s)", self.step_kind,
+                     " (compiled)" if self._graph_mode and self.graph_compiled else "",
+                     self.step_reason)
         train_time = 0.0
         n_trained = 0
         while self.epoch < cfg.epochs and self.bad_epochs < cfg.patience:
