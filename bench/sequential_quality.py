@@ -5,7 +5,9 @@
         --out bench/results/sequential_beauty.jsonl
 
 A variant is a ``position`` of SASRec's attention (learned, none, rote, cape), or
-``model:position`` for another model of the family. Features are encoded once; each (variant,
+``model:position`` for another model of the family, optionally ``+init`` / ``+add`` for SASRec's
+LLM item-knowledge option (``learned+init``: knowledge vectors from the recipe's ``knowledge``
+section as the item embeddings' initialisation; recorded as ``augment: kar-init`` / ``kar-add``). Features are encoded once; each (variant,
 seed) cell trains in its own process (``--workers`` at a time, sharing the GPU, which small
 sequential models leave mostly idle) with the recipe's early stopping on valid NDCG@10, and
 records valid and test HR / NDCG @ 5, 10, 20 of the chosen epoch, then mean / std per variant.
@@ -30,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # llmrec from this
 from llmrec import benchrecord as br  # noqa: E402
 
 METRICS = [f"{m}@{k}" for k in (5, 10, 20) for m in ("hr", "ndcg")]
+AUGMENT = {"none": "none", "init": "kar-init", "add": "kar-add"}  # model_args.knowledge -> label
 
 
 def same_day_tie_share(fs) -> float:
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     ties = same_day_tie_share(fs) if fs.spec.timestamps else None
     dataset = args.dataset_label or fs.info.get("dataset", base.data.name)
     env = br.environment(extra_versions=("datasets", "pyarrow", "numpy", "pandas"))
-    common = {"dataset": dataset, "split": "loo-full", "augment": "none",
+    common = {"dataset": dataset, "split": "loo-full",
               "same_day_tie_share": ties, "command": " ".join(["python", *sys.argv])}
     records = []
     pop = next_item_popularity(fs)
@@ -92,34 +95,44 @@ def main(argv: list[str] | None = None) -> int:
         for m in METRICS:
             records.append(br.record(args.benchmark, m, pop[split][m], "fraction", env,
                                      model="popularity", position=None, seed=None,
-                                     eval_split=split, **common))
+                                     eval_split=split, augment="none", **common))
     br.append(args.out, records)
     log.info("popularity test: %s; same-day ties in test inputs: %s",
              {k: round(v, 4) for k, v in pop["test"].items()}, ties)
 
     seeds = [int(s) for s in args.seeds.split(",")]
+    if "+" in args.variants or base.model_args.get("knowledge", "none") != "none":
+        # embed the knowledge cache (if that is the source) once, not in every cell's process
+        from llmrec.ranking.item_knowledge import item_source
+
+        base.knowledge.item_embeddings = str(item_source(base.knowledge))
     jobs = []
     for variant in args.variants.split(","):
+        variant, _, knowledge = variant.partition("+")
         model, _, position = variant.rpartition(":")
         model = model or base.model
+        if knowledge and (model != "sasrec" or knowledge not in ("init", "add")):
+            raise SystemExit(f"variant {variant}+{knowledge}: +init / +add are options of sasrec")
+        knowledge = knowledge or str(base.model_args.get("knowledge", "none"))
         for seed in seeds:
             cfg = copy.deepcopy(base)
             cfg.model = model
             if model == "sasrec":
-                cfg.model_args = {**cfg.model_args, "position": position}
+                cfg.model_args = {**cfg.model_args, "position": position, "knowledge": knowledge}
             else:  # the recipe's SASRec arguments that this model also has
                 valid = hyper_parameters(model)
                 cfg.model_args = {k: v for k, v in cfg.model_args.items() if k in valid}
+                knowledge = "none"
             cfg.train.seed = seed
-            cfg.output_dir = str(work / f"{model}-{position}-{seed}")
-            jobs.append(((model, position), cfg, base.features_path, seed))
+            cfg.output_dir = str(work / f"{model}-{position}-{knowledge}-{seed}")
+            jobs.append(((model, position, AUGMENT[knowledge]), cfg, base.features_path, seed))
     ctx = mp.get_context("spawn")
     results: dict[tuple, list] = {}
     with ctx.Pool(max(1, args.workers)) as pool:
         # cells are recorded as they finish, so a run cut off by a time limit keeps them
         for key, cfg, res in pool.imap_unordered(_cell, jobs):
             results.setdefault(key, []).append(res)
-            model, position = key
+            model, position, augment = key
             recs = []
             for split in ("valid", "test"):
                 for m in METRICS:
@@ -130,19 +143,19 @@ def main(argv: list[str] | None = None) -> int:
                                           wall_seconds=round(res["wall_seconds"], 1),
                                           samples_per_s=res["samples_per_s"],
                                           n_parameters=res["n_parameters"],
-                                          config=to_dict(cfg), **common))
+                                          augment=augment, config=to_dict(cfg), **common))
             br.append(args.out, recs)
-            log.info("%s/%s seed %d: test ndcg@10 %.4f hr@10 %.4f (best epoch %d of %d, %.0fs)",
-                     model, position, res["seed"], res["test"]["ndcg@10"], res["test"]["hr@10"],
+            log.info("%s/%s/%s seed %d: test ndcg@10 %.4f hr@10 %.4f (best epoch %d of %d, "
+                     "%.0fs)", model, position, augment, res["seed"], res["test"]["ndcg@10"], res["test"]["hr@10"],
                      res["best_epoch"], res["epochs"], res["wall_seconds"])
     summary = []
-    for (model, position), rs in results.items():
+    for (model, position, augment), rs in results.items():
         for m in METRICS:
             s = br.summarise([r["test"][m] for r in rs])
             summary.append(br.record(args.benchmark, m, s["mean"], "fraction", env, model=model,
-                                     position=position, seed=None, eval_split="test", **s,
-                                     **common))
-        print(f"{model}/{position:<8} test " + "  ".join(
+                                     position=position, seed=None, eval_split="test",
+                                     augment=augment, **s, **common))
+        print(f"{model}/{position}/{augment:<10} test " + "  ".join(
             f"{m} {br.summarise([r['test'][m] for r in rs])['mean']:.4f}" for m in METRICS),
             flush=True)
     br.append(args.out, summary)
