@@ -410,7 +410,7 @@ def test_qin_embedding_l2_is_the_training_aux_loss():
     out = model(batch)
     tables = [m.weight for m in model.embedding.modules() if isinstance(m, nn.Embedding)]
     expected = 0.5 * 2e-4 * sum(float(w.detach().pow(2).sum()) for w in tables)
-    assert float(out["aux_loss"]) == pytest.approx(expected, rel=1e-5)
+    assert float(out["aux_loss"].detach()) == pytest.approx(expected, rel=1e-5)
     model.eval()
     assert "aux_loss" not in model(batch)
     off = QIN(spec, embed_dim=4, num_layers=1, num_row=2, embedding_l2=0.0)
