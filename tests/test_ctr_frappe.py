@@ -66,3 +66,28 @@ def test_bars_and_data_together_is_an_error():
         load_config(RankConfig, RECIPE, ["--data.name=movielens-1m"])
     with pytest.raises(ConfigError, match="features_path"):
         load_config(RankConfig, RECIPE, ["--features_path=/tmp/x"])
+
+
+@pytest.mark.parametrize("name", ["dnn", "deepfm", "dcn", "dcnv2", "xdeepfm", "autoint",
+                                  "fibinet", "fignn", "finalmlp", "gdcn"])
+def test_flat_models_run_on_frappe_shaped_features(name):
+    """Frappe's shape without the data: user, item and 8 context fields, no behaviour sequence."""
+    import torch
+
+    from llmrec.ranking.features import FeatureSpec
+    from llmrec.ranking.registry import build_model
+
+    ctx = [(f"c{i}", 6) for i in range(8)]
+    spec = FeatureSpec(user_fields=[("user_id", 20)], item_fields=[("item_id", 30)],
+                       item_multi_fields=[], rating_vocab=3, max_hist_len=0, context_fields=ctx)
+    torch.manual_seed(0)
+    m = build_model(name, spec, embed_dim=10)
+    B = 8
+    batch = {"user": torch.randint(0, 20, (B, 1)), "item": torch.randint(0, 30, (B, 1)),
+             "item_multi": {}, "hist_item": torch.zeros(B, 0, 1, dtype=torch.long),
+             "hist_multi": {}, "hist_mask": torch.zeros(B, 0, dtype=torch.bool),
+             "hist_rating": torch.zeros(B, 0, dtype=torch.long),
+             "context": torch.randint(0, 6, (B, 8)), "dense": {}}
+    out = m(batch)["logit"]
+    assert out.shape == (B,) and torch.isfinite(out).all()
+    out.sum().backward()

@@ -70,7 +70,8 @@ class FinalMLP(Backbone):
     def forward(self, batch: dict) -> dict:
         e = self.embed(batch)
         hist = e.pooled_history()
-        x = e.fields(history=hist).flatten(1)
+        # without a behaviour sequence (BARS data) there is no history field (spec.n_fields)
+        x = e.fields(history=hist if self.spec.max_hist_len > 0 else None).flatten(1)
         if self.feature_selection:
             user_ctx = torch.cat([e.user, hist], dim=1).flatten(1)
             x1 = self.fs1(x, user_ctx)
