@@ -9,8 +9,9 @@ stored samples most similar to it:
     p' = clip(p + lambda * e_hat(key), 1e-6, 1 - 1e-6)      (lambda = 0: p' = p, unclipped)
 
 - the key (:func:`representation`) is the backbone's last hidden vector, the input of its last
-  ``Linear(., 1)`` output layer (``key="hidden"``), or the flattened field embeddings that every
-  backbone has (``key="embedding"``); L2-normalised by the memories;
+  ``Linear(., 1)`` output layer (``key="hidden"``), or the flattened field embeddings of the
+  model's (first) feature embedding, which every backbone has (``key="embedding"``);
+  L2-normalised by the memories;
 - :class:`ExactKNNMemory` (the reference): cosine top-``k`` neighbours among the newest
   ``capacity`` entries, softmax(similarity / temperature) weights times each entry's decay
   weight;
@@ -50,15 +51,30 @@ def representation(model: nn.Module, batch: dict, key: str = "hidden"
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(keys [B, H], logit [B])`` of ``model`` (eval mode) on ``batch``. ``hidden``: the input
     of the model's last registered ``Linear(., 1)`` (its output layer), captured by a forward
-    pre-hook that changes nothing; ``embedding``: the flattened field embeddings."""
+    pre-hook that changes nothing; ``embedding``: the flattened field embeddings, captured by a
+    forward hook on the model's feature embedding (so wrappers that add fields still work)."""
     if key not in KEYS:
         raise ConfigError(f"ReLoop2 key must be one of {', '.join(KEYS)}, not {key!r}")
     if key == "embedding":
-        if not hasattr(model, "embed"):
-            raise ConfigError("key='embedding' needs a Backbone (a model with embed(batch))")
-        out = model(batch)
-        return model.embed(batch).fields().flatten(1).float(), out["logit"]
-    layer = _output_layer(model)
+        from llmrec.ranking.layers import FeatureEmbedding
+
+        layer = next((m for m in model.modules() if isinstance(m, FeatureEmbedding)), None)
+        if layer is None:
+            raise ConfigError(f"key='embedding' needs a model that embeds the features "
+                              f"(a FeatureEmbedding); {type(model).__name__} has none")
+        seen: list = []
+        handle = layer.register_forward_hook(lambda _m, _a, out: seen.append(out))
+        try:
+            out = model(batch)
+        finally:
+            handle.remove()
+        logit = out["logit"]
+        flat = [e.fields().flatten(1) for e in seen]
+        fits = [f for f in flat if f.shape[0] == logit.shape[0]]
+        if not fits:
+            raise ConfigError(f"{type(model).__name__}'s feature embedding saw no batch")
+        return fits[-1].float(), logit
+    layer = _output_layer(model)  # the output layer, whatever module holds it
     if layer is None:
         raise ConfigError(f"{type(model).__name__} has no Linear(., 1) output layer to take the "
                           f"hidden vector from; use key='embedding'")

@@ -63,7 +63,7 @@ def movielens_stream(path: str | Path, n_windows: int = 10, max_samples: int | N
     row_user = np.asarray(fs.info["row_ids"]["user"], dtype=object)
     if not (row_user[fs.tensors["user_row"].numpy() - 1] == df["user_id"].to_numpy()).all():
         raise ConfigError("the encoded samples are not in the stream's order")
-    ts = torch.as_tensor(df["timestamp"].to_numpy())
+    ts = torch.as_tensor(df["timestamp"].to_numpy().copy())
     windows = list(torch.arange(len(df)).tensor_split(n_windows))
     fs.info["stream"] = {"n_samples": len(df), "n_windows": n_windows,
                          "window_sizes": [int(w.numel()) for w in windows],
