@@ -379,3 +379,29 @@ def test_run_train_prepares_the_index_and_load_run_keeps_it(features, tmp_path):
     assert run.model.has_index
     assert run.model.pool_rows.numel() == len(set(
         features.tensors["user_row"][features.split_index("train")].tolist()))
+
+
+# ------------------------------------------------------------------------------------------------
+# bench/sdim_long_history.py: shorter histories cut from one long build
+
+
+def test_truncated_history_equals_a_build_at_that_length():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "sdim_long_history.py"
+    spec = importlib.util.spec_from_file_location("sdim_long_history", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    tables, split = make_synthetic(n_users=80, n_items=50, mean_len=40, seed=1)
+    cfg = {"user_fields": ["gender", "age"], "timestamps": True}
+    long = build_features(tables, split, FeatureConfig(max_hist_len=30, **cfg))
+    assert (long.tensors["hist_rows"] > 0).sum(1).max() > 8
+    for length in (8, 30):
+        cut = bench.truncate_history(long, length)
+        ref = build_features(tables, split, FeatureConfig(max_hist_len=length, **cfg))
+        assert cut.spec.max_hist_len == length
+        for key in ("hist_rows", "hist_rating", "hist_time"):
+            assert torch.equal(cut.tensors[key], ref.tensors[key]), (length, key)
+    with pytest.raises(ValueError, match="cannot cut"):
+        bench.truncate_history(long, 31)

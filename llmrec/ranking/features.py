@@ -211,8 +211,13 @@ class Vocab:
 
         # count the distinct raw values first, then merge the ones that share a key (1995, 1995.0)
         raw = pd.Series(list(values), dtype=object).value_counts(dropna=True)
+        return cls.from_counts(raw.items(), min_count)
+
+    @classmethod
+    def from_counts(cls, pairs: Iterable[tuple[Any, int]], min_count: int = 1) -> Vocab:
+        """:meth:`build` from (value, count) pairs: missing values dropped, keys merged."""
         counts: dict[str, int] = {}
-        for v, c in raw.items():
+        for v, c in pairs:
             if _is_missing(v):
                 continue
             k = _key(v)
@@ -509,10 +514,19 @@ def build_features(data, split, cfg: FeatureConfig | None = None) -> FeatureSet:
         positions = np.zeros(len(samples), dtype=np.int64)
     hist_idx, hist_valid = _history_index(starts, positions, L)
     safe = np.where(hist_valid, hist_idx, 0)
-    hist_items = (np.where(hist_valid, history["item_id"].to_numpy()[safe], None) if len(history)
-                  else np.full(hist_valid.shape, None, dtype=object))
-    hist_ratings_raw = np.where(hist_valid, history["rating"].to_numpy()[safe], np.nan) \
-        if "rating" in history.columns and len(history) else np.full(hist_valid.shape, np.nan)
+    # behaviours as codes of the history's distinct items and ratings (-1: none), so that long
+    # sequences cost integer gathers, not an [N, L] array of id objects
+    item_codes, item_uniques = (pd.factorize(history["item_id"]) if len(history)
+                                else (np.zeros(0, dtype=np.int64), np.array([], dtype=object)))
+    hist_item_code = (np.where(hist_valid, item_codes[safe], -1) if len(history)
+                      else np.full(hist_valid.shape, -1, dtype=np.int64))
+    rating_codes, rating_uniques = (pd.factorize(history["rating"])  # NaN -> code -1
+                                    if "rating" in history.columns and len(history)
+                                    else (np.zeros(0, dtype=np.int64), np.array([])))
+    if np.asarray(rating_uniques).dtype.kind in "iuf":  # as the float64 values they were read as
+        rating_uniques = np.asarray(rating_uniques, dtype=np.float64)
+    hist_rating_code = (np.where(hist_valid, rating_codes[safe], -1) if len(rating_codes)
+                        else np.full(hist_valid.shape, -1, dtype=np.int64))
     if cfg.timestamps:
         if "timestamp" not in history.columns and len(history):
             raise DataError("features.timestamps: split.history lacks a timestamp column")
@@ -525,9 +539,12 @@ def build_features(data, split, cfg: FeatureConfig | None = None) -> FeatureSet:
 
     # ---- vocabularies (train only) ------------------------------------------------------------
     vocabs: dict[str, Vocab] = {}
-    train_items = pd.concat([samples.loc[is_train, "item_id"],
-                             pd.Series(hist_items[is_train][hist_valid[is_train]], dtype=object)])
-    vocabs["item_id"] = Vocab.build(train_items, cfg.min_count)
+    # a training sample's item and every item of its history window count once each
+    train_hist = hist_item_code[is_train][hist_valid[is_train]]
+    hist_counts = np.bincount(train_hist, minlength=len(item_uniques))
+    vocabs["item_id"] = Vocab.from_counts(
+        [*samples.loc[is_train, "item_id"].value_counts().items(),
+         *((v, c) for v, c in zip(item_uniques, hist_counts) if c)], cfg.min_count)
     train_users = samples.loc[is_train, "user_id"]
     users_df = data.df("users") if data.has("users") else pd.DataFrame({"user_id": []})
     users_df = users_df.assign(user_id=users_df["user_id"].astype(str)).drop_duplicates("user_id")
@@ -563,7 +580,9 @@ def build_features(data, split, cfg: FeatureConfig | None = None) -> FeatureSet:
     for f in multi_fields:
         vocabs[f"item.{f}"] = Vocab.build(
             (x for v in items_train_df[f].tolist() for x in _as_list(v)), cfg.min_count)
-    vocabs["rating"] = Vocab.build(hist_ratings_raw[is_train][hist_valid[is_train]].tolist(), 1)
+    train_rc = hist_rating_code[is_train][hist_valid[is_train]]
+    vocabs["rating"] = Vocab.from_counts(
+        zip(rating_uniques, np.bincount(train_rc[train_rc >= 0], minlength=len(rating_uniques))), 1)
 
     # ---- user table ---------------------------------------------------------------------------
     all_users = pd.Index(pd.unique(pd.concat([users_df["user_id"], history["user_id"],
@@ -608,11 +627,14 @@ def build_features(data, split, cfg: FeatureConfig | None = None) -> FeatureSet:
     # table rows are 1-based: row 0 is padding
     user_row = all_users.get_indexer(samples["user_id"]) + 1
     item_row = all_items.get_indexer(samples["item_id"]) + 1
-    hist_rows = np.zeros(hist_valid.shape, dtype=np.int64)
-    hist_rows[hist_valid] = all_items.get_indexer(hist_items[hist_valid]) + 1
+    row_of_code = (all_items.get_indexer(item_uniques) + 1).astype(np.int64)
+    hist_rows = (np.where(hist_valid, row_of_code[np.maximum(hist_item_code, 0)], 0)
+                 if len(item_uniques) else np.zeros(hist_valid.shape, dtype=np.int64))
     hist_rating = np.zeros(hist_valid.shape, dtype=np.int64)
     if cfg.use_hist_rating:
-        hist_rating[hist_valid] = vocabs["rating"].encode(hist_ratings_raw[hist_valid].tolist())
+        # each distinct rating encoded once; a behaviour without a rating is missing
+        id_of_code = np.append(vocabs["rating"].encode(list(rating_uniques)), MISSING)
+        hist_rating = np.where(hist_valid, id_of_code[hist_rating_code], 0).astype(np.int64)
 
     tensors: dict[str, Any] = {
         "user_table": torch.from_numpy(user_table),
