@@ -5,7 +5,8 @@
         --out bench/results/sequential_beauty.jsonl
 
 A variant is a ``position`` of SASRec's attention (learned, none, rote, cape), or
-``model:position`` for another model of the family, optionally ``+init`` / ``+add`` for SASRec's
+``model:position`` for another model of the family, or a model name (``tiger``, ``fair``) for that
+model with the recipe's arguments (recorded with ``position: null``), optionally ``+init`` / ``+add`` for SASRec's
 LLM item-knowledge option (``learned+init``: knowledge vectors from the recipe's ``knowledge``
 section as the item embeddings' initialisation; recorded as ``augment: kar-init`` / ``kar-add``). Features are encoded once; each (variant,
 seed) cell trains in its own process (``--workers`` at a time, sharing the GPU, which small
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from llmrec.config import load_config, to_dict
     from llmrec.ranking.pipeline import RankConfig, prepare_features
     from llmrec.ranking.popularity import next_item_popularity
-    from llmrec.ranking.registry import hyper_parameters
+    from llmrec.ranking.registry import hyper_parameters, list_models
 
     base = load_config(RankConfig, args.config, overrides)
     base.train.checkpoint = False
@@ -110,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     for variant in args.variants.split(","):
         variant, _, knowledge = variant.partition("+")
         model, _, position = variant.rpartition(":")
+        if not model and position in list_models("sequential") and position != "sasrec":
+            model, position = position, None  # a model of the family as the recipe sets it
         model = model or base.model
         if knowledge and (model != "sasrec" or knowledge not in ("init", "add")):
             raise SystemExit(f"variant {variant}+{knowledge}: +init / +add are options of sasrec")
