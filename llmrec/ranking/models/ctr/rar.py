@@ -19,7 +19,8 @@ item, the ``k_users`` pool users nearest the sample's user (profile fields + mea
 history), the user itself excluded. Co-interaction: each look-alike user attends to the recall
 items and each recall item to the look-alike users (one residual cross-attention each way), then
 the target attends over each set; the two pooled vectors enter the backbone as the dense fields
-``rar_u2u`` and ``rar_i2i`` (``use`` = both, u2u or i2i for the ablation).
+``rar_u2u`` and ``rar_i2i``. ``use`` = u2u or i2i keeps one set (and its field) only, without
+the set-to-set step, for the ablation.
 
 Auxiliary loss (training, positive samples): a softmax over {target} plus the selected recall
 items, scored against the user vector, with the target as the answer (recall items equal to the
