@@ -37,7 +37,13 @@ MODELS = {
     "mmoe": {"embed_dim": 8, "n_experts": 8, "expert": (16,), "tower": (16,), "dropout": 0.1},
     "ple": {"embed_dim": 8, "levels": 2, "n_shared": 2, "n_specific": 2, "expert": (16,),
             "tower": (16,), "dropout": 0.1},
+    # EKTM on MMoE's experts, and its ablations (one part off each)
+    "ektm": {"embed_dim": 8, "n_experts": 8, "expert": (16,), "tower": (16,), "dropout": 0.1},
 }
+for _part in ("router", "transmitter", "enhanced"):
+    MODELS[f"ektm_no_{_part}"] = {**MODELS["ektm"], _part: False}
+# a row name -> the registered model it builds
+REGISTERED = {name: ("ektm" if name.startswith("ektm") else name) for name in MODELS}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def cell(model, fs, task_cfg, labels, seed, task_name, mto="base"):
         seed_everything(seed)
-        net = build_model(model, fs.spec, **MODELS[model],
+        net = build_model(REGISTERED[model], fs.spec, **MODELS[model],
                           **({"tasks": list(labels)} if task_cfg.kind == "multitask" else {}))
         cfg = TrainConfig(device="cpu", seed=seed, batch_size=args.batch_size,
                           epochs=args.epochs, lr=args.lr, patience=args.patience,
