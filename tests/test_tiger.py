@@ -255,3 +255,12 @@ def test_tiger_learns_a_planted_next_item_pattern(planted):
     for split in ("valid", "test"):
         assert res[split]["hr@10"] > pop[split]["hr@10"] + 0.4, (res[split], pop[split])
     assert res["history"][0]["train_loss"] > res["history"][-1]["train_loss"]
+
+
+def test_sequence_training_is_refused_for_a_model_with_its_own_objective(planted):
+    fs = planted
+    model = TIGER(fs.spec, **SMALL).train()
+    batch = fs.batch(fs.split_index("train")[:8])
+    task = build_task(TaskConfig(kind="next_item", sequence_training=True), fs.spec)
+    with pytest.raises(ConfigError, match="sequence_training: false"):
+        task.loss(model(batch), batch)

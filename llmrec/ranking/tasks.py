@@ -236,7 +236,12 @@ class NextItemTask(Task):
     def loss(self, out, batch):
         if "model_loss" in out:
             # a generative model's own objective for the target (e.g. FAIR's code prediction);
-            # its hidden / items still define the full-ranking scores
+            # its hidden / items (or its ranked list) define the evaluation
+            if self.cfg.sequence_training:
+                raise ConfigError("task.sequence_training trains every position of a window "
+                                  "from hidden_seq, but this model supplies its own objective "
+                                  "for the sample's item (model_loss): set "
+                                  "task.sequence_training: false")
             return _with_aux(out["model_loss"].float(), out)
         if self.cfg.sequence_training and self._training_view(out):
             return _with_aux(self._sequence_loss(out, batch), out)
