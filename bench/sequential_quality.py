@@ -53,6 +53,10 @@ def _cell(job):
     from llmrec.ranking.features import FeatureSet
     from llmrec.ranking.pipeline import run_train
 
+    if cfg.train.device.startswith("cuda:"):  # --gpus: this process's device is the current one
+        import torch
+
+        torch.cuda.set_device(cfg.train.device)
     fs = FeatureSet.load(features_path)
     t0 = time.perf_counter()
     res = run_train(cfg, features=fs)
@@ -68,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", default="learned,none,rote,cape")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--workers", type=int, default=1, help="cells trained at once")
+    ap.add_argument("--gpus", type=int, default=1, help="CUDA devices to spread the cells over "
+                    "(cell i trains on cuda:i mod gpus; 1: the recipe's train.device)")
     ap.add_argument("--out", required=True, help="JSONL file to append the cells to")
     ap.add_argument("--dataset-label", default=None)
     ap.add_argument("--benchmark", default="sequential_quality")
@@ -127,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                 cfg.model_args = {k: v for k, v in cfg.model_args.items() if k in valid}
                 knowledge = "none"
             cfg.train.seed = seed
+            if args.gpus > 1:
+                cfg.train.device = f"cuda:{len(jobs) % args.gpus}"
             cfg.output_dir = str(work / f"{model}-{position}-{knowledge}-{seed}")
             jobs.append(((model, position, AUGMENT[knowledge]), cfg, base.features_path, seed))
     ctx = mp.get_context("spawn")
