@@ -210,8 +210,9 @@ class UniMixer(Backbone):
         self.out_norm = RMSNorm(token_dim)
         self.head = nn.Linear(n_tokens * token_dim, 1)
         # the flattened output has O(1) entries: a default-initialised head starts at logits of
-        # std ~1 (initial loss ~1.5 on ML-1M); from zero it starts at the prior
-        nn.init.zeros_(self.head.weight)
+        # std ~1 (initial loss ~1.5 on ML-1M); a small one starts near the prior (not zero: the
+        # body would get no gradient on the first step)
+        nn.init.normal_(self.head.weight, std=1e-3)
 
     def tokens(self, batch: dict) -> torch.Tensor:
         """The fields as T tokens: [B, T, token_dim]."""
