@@ -181,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
         base.features.max_hist_len = max(lengths)
         full = prepare_features(base)
     build_s = time.perf_counter() - t0
+    import torch
+
+    if torch.cuda.is_available() and train_cfg.device in ("auto", "cuda"):
+        # once: the views below are cut on the device and no run copies histories to it again
+        full = full.to("cuda")
     valid_len = (full.tensors["hist_rows"] > 0).sum(1).float()
     log.info("features at max_hist_len %d built in %.1fs: %d samples, valid behaviours per "
              "sample mean %.0f, max %d", max(lengths), build_s, len(full), valid_len.mean(),
