@@ -5,7 +5,7 @@
 ``sequential/``  next-item models over the behaviour sequence, scored against the whole catalogue
 ``multitask/``   several named labels from shared layers (towers per task)
 ``ltr/``         rankers of grouped lists (queries, sessions)
-``slate/``       slate models (filled by the slate issue)
+``slate/``       slate models: the clicks on shown slates (see :mod:`llmrec.slates`)
 
 A model is one file plus one line in its family's ``MODELS``. Its constructor takes the
 :class:`~llmrec.ranking.features.FeatureSpec` first and its hyper-parameters as keyword arguments;
