@@ -328,6 +328,29 @@ def test_retrieval_excludes_the_user_and_the_target(features):
         assert len(picked) == len(set(picked)) and 0 not in picked
 
 
+def test_recall_comes_from_the_last_behaviours_and_pools_are_capped(features):
+    model = _trained_embedding(_rar(features, recall_from=1, pool_hist_len=4, k_items=50))
+    model.prepare(features)
+    full = RetrievalIndex.from_features(features, neighbours=6)
+    assert model.pool_hist.shape[1] == 4
+    # the capped pool holds the last 4 items of each full pool history
+    for short, long in zip(model.pool_hist.tolist(), full.pool_hist.tolist()):
+        items = [i for i in long if i]
+        assert [i for i in short if i] == items[-4:]
+    batch = features.batch(features.split_index("train")[:40])
+    with torch.no_grad():
+        r = model.eval().retrieve(batch)
+    n = batch["hist_mask"].sum(1)
+    for b in range(40):
+        picked = set(r["item_rows"][b][r["items_ok"][b]].tolist())
+        if n[b] == 0:
+            assert not picked
+            continue
+        last = int(batch["hist_rows"][b, n[b] - 1])
+        allowed = set(model.neighbour_rows[last].tolist()) - {0, int(batch["item_row"][b])}
+        assert picked == allowed  # k_items 50 > 6 neighbours: all of them, nothing else
+
+
 def test_rar_index_survives_a_reload_and_drives_the_fields(features):
     model = _trained_embedding(_rar(features))
     model.prepare(features)

@@ -6,14 +6,14 @@ Retrieval index (:class:`RetrievalIndex`, built by :meth:`RAR.prepare` from a Fe
 ``train`` split and nothing else; saved with the weights, so a loaded run keeps it):
 
 * user pool: every training user (at most ``pool_size``, a seeded subset beyond) with its profile
-  fields and its last ``max_hist_len`` items at its latest training sample (that sample's history
-  plus its item);
+  fields and its last ``pool_hist_len`` items (at most ``max_hist_len``) at its latest training
+  sample (that sample's history plus its item);
 * item neighbours: for each item, the ``neighbours`` items that co-occur most with it in training
   (pairs of a training sample's item and each item of its history, whatever the label, scored
   count / sqrt(n_i n_j)).
 
-Per sample: the recall list is the neighbours of its history items (duplicates, padding and the
-target itself removed); selection is by SimHash Hamming similarity (``hash_bits`` fixed random
+Per sample: the recall list is the neighbours of its last ``recall_from`` behaviours (duplicates,
+padding and the target itself removed); selection is by SimHash Hamming similarity (``hash_bits`` fixed random
 hyperplanes over the backbone's own embeddings): the ``k_items`` recall items nearest the target
 item, the ``k_users`` pool users nearest the sample's user (profile fields + mean-pooled
 history), the user itself excluded. Co-interaction: each look-alike user attends to the recall
@@ -46,6 +46,7 @@ from torch import nn
 
 from llmrec.ranking.features import FeatureSpec
 from llmrec.ranking.models.base import Backbone
+from llmrec.ranking.models.ctr.sdim import last_valid
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,8 @@ class RetrievalIndex:
 
     @classmethod
     def from_features(cls, features, pool_size: int = 4096, neighbours: int = 20,
-                      seed: int = 0, split: str = "train") -> RetrievalIndex:
+                      pool_hist_len: int = 50, seed: int = 0,
+                      split: str = "train") -> RetrievalIndex:
         t = features.tensors
         idx = features.split_index(split).cpu()
         user_row = t["user_row"].cpu()[idx]
@@ -85,14 +87,15 @@ class RetrievalIndex:
             g = torch.Generator().manual_seed(seed)
             users = users[torch.randperm(users.numel(), generator=g)[:pool_size]].sort().values
         s = last[users]
-        L = hist.shape[1]
+        L = min(hist.shape[1], pool_hist_len)
         count = (hist[s] > 0).sum(1)
         seq = torch.cat([hist[s], torch.zeros(s.numel(), 1, dtype=torch.long)], 1)
         seq[torch.arange(s.numel()), count] = item_row[s]  # the item right after the history
         n = count + 1  # valid entries of seq, first; keep the last L of them
         j = torch.arange(L)[None]
         pos = (n - L).clamp_min(0)[:, None] + j
-        pool_hist = torch.where(j < n.clamp_max(L)[:, None], seq.gather(1, pos.clamp_max(L)),
+        pool_hist = torch.where(j < n.clamp_max(L)[:, None],
+                                seq.gather(1, pos.clamp_max(seq.shape[1] - 1)),
                                 torch.zeros_like(pos))
         pool_user = t["user_table"].cpu()[users]
         # ---- item co-occurrence: (sample item, each history item), any label
@@ -143,9 +146,9 @@ class CrossAttention(nn.Module):
 class RAR(nn.Module):
     def __init__(self, spec: FeatureSpec, embed_dim: int = 32, base: str = "dnn",
                  base_args: dict | None = None, use: str = "both", k_users: int = 10,
-                 k_items: int = 10, neighbours: int = 20, pool_size: int = 4096,
-                 hash_bits: int = 64, attn_dim: int = 32, aux_weight: float = 0.1,
-                 hash_seed: int = 0) -> None:
+                 k_items: int = 10, neighbours: int = 20, recall_from: int = 10,
+                 pool_size: int = 4096, pool_hist_len: int = 50, hash_bits: int = 64,
+                 attn_dim: int = 32, aux_weight: float = 0.1, hash_seed: int = 0) -> None:
         super().__init__()
         from llmrec.ranking.registry import build_model, family_of
 
@@ -160,6 +163,10 @@ class RAR(nn.Module):
         self.embed_dim = embed_dim
         self.use, self.k_users, self.k_items = use, k_users, k_items
         self.n_neighbours, self.pool_size, self.aux_weight = neighbours, pool_size, aux_weight
+        if recall_from < 1 or pool_hist_len < 1:
+            raise ValueError("recall_from and pool_hist_len must be >= 1")
+        self.recall_from = recall_from
+        self.pool_hist_len = min(pool_hist_len, spec.max_hist_len)
         self.fields = [f for f, on in ((U2U, use in ("both", "u2u")), (I2I, use in ("both", "i2i")))
                        if on]
         base_spec = copy.deepcopy(spec)
@@ -198,14 +205,15 @@ class RAR(nn.Module):
         # the index (empty until prepare): data, saved with the weights
         self.register_buffer("pool_rows", torch.zeros(0, dtype=torch.long))
         self.register_buffer("pool_user", torch.zeros(0, u, dtype=torch.long))
-        self.register_buffer("pool_hist", torch.zeros(0, spec.max_hist_len, dtype=torch.long))
+        self.register_buffer("pool_hist", torch.zeros(0, self.pool_hist_len, dtype=torch.long))
         self.register_buffer("neighbour_rows", torch.zeros(0, neighbours, dtype=torch.long))
         self._warned = False
 
     # -------------------------------------------------------------------------------------------
     def prepare(self, features) -> None:
         """Build the retrieval index from ``features``' training split (nothing else is read)."""
-        index = RetrievalIndex.from_features(features, self.pool_size, self.n_neighbours)
+        index = RetrievalIndex.from_features(features, self.pool_size, self.n_neighbours,
+                                             self.pool_hist_len)
         self.set_index(index)
         log.info("RAR index: %d pool users, neighbours for %d item rows (training split only)",
                  index.pool_rows.numel(), index.neighbour_rows.shape[0])
@@ -271,7 +279,8 @@ class RAR(nn.Module):
         if self.uses_items:
             # recall list: neighbours of the history items, deduplicated, target removed
             item_bits = self._bits(flat, self.item_planes)
-            cand = self.neighbour_rows[batch["hist_rows"]].flatten(1)  # [B, L * N]
+            recent, keep = last_valid(batch["hist_rows"], batch["hist_mask"], self.recall_from)
+            cand = self.neighbour_rows[recent * keep].flatten(1)  # [B, recall_from * N]
             cand, _ = cand.sort(dim=1)
             dup = torch.cat([torch.zeros_like(cand[:, :1], dtype=torch.bool),
                              cand[:, 1:] == cand[:, :-1]], 1)
