@@ -24,7 +24,8 @@ from llmrec.ranking.trainer import Trainer
 SMALL = {"hidden": (16, 8)}
 SPECIAL = {"finalmlp": {"hidden1": (16,), "hidden2": (16,), "fusion_heads": 4, "gate_hidden": 8},
            "xdeepfm": {"hidden": (16,), "cin_layers": (8, 8)}, "fignn": {},
-           "autoint": {"hidden": (16,)}}
+           "autoint": {"hidden": (16,)}, "unimixer": {"ffn": 16}, "unimixing_lite": {"ffn": 16},
+           "rar": {"base_args": {"hidden": (16, 8)}}}
 
 
 def _args(name):

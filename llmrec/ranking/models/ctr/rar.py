@@ -209,6 +209,11 @@ class RAR(nn.Module):
         self.register_buffer("neighbour_rows", torch.zeros(0, neighbours, dtype=torch.long))
         self._warned = False
 
+    @property
+    def embedding(self):
+        """The backbone's feature embedding (what wrappers such as KAR / KSER reach for)."""
+        return self.base.embedding
+
     # -------------------------------------------------------------------------------------------
     def prepare(self, features) -> None:
         """Build the retrieval index from ``features``' training split (nothing else is read)."""
