@@ -360,7 +360,11 @@ def test_rar_index_survives_a_reload_and_drives_the_fields(features):
         before = model(batch)["logit"]
     fresh = _rar(features)
     assert not fresh.has_index
-    fresh.load_state_dict(model.state_dict())
+    state = model.state_dict()
+    # the backbone's embedding is the model's own, saved once
+    assert fresh.embedding is fresh.base.embedding
+    assert not [k for k in state if k.startswith("base.embedding.")]
+    fresh.load_state_dict(state)
     fresh.eval()
     with torch.no_grad():
         assert torch.allclose(fresh(batch)["logit"], before, atol=1e-6)

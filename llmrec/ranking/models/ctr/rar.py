@@ -127,6 +127,11 @@ class RetrievalIndex:
                 "pool_hist": self.pool_hist, "neighbour_rows": self.neighbour_rows}
 
 
+def _drop_shared_embedding(module, state_dict, prefix, local_metadata):
+    for key in [k for k in state_dict if k.startswith(prefix + "base.embedding.")]:
+        del state_dict[key]
+
+
 class CrossAttention(nn.Module):
     """Single-head scaled dot-product attention of queries [B, Q, d] over keys [B, K, d]
     (masked keys get no weight; a query with no valid key gets zeros)."""
@@ -176,9 +181,15 @@ class RAR(nn.Module):
             base_spec.dense[f] = attn_dim
         args = dict(base_args or {})
         args.setdefault("embed_dim", embed_dim)
-        self.base = build_model(base, base_spec, **args)
-        if not isinstance(self.base, Backbone):
+        backbone = build_model(base, base_spec, **args)
+        if not isinstance(backbone, Backbone):
             raise ValueError(f"base {base!r} does not embed features with a Backbone")
+        # the backbone's feature embedding is this model's too (what KAR / KSER wrap and what the
+        # retrieval embeds with); registered first, so its parameters are named embedding.*
+        self.embedding = backbone.embedding
+        self.base = backbone
+        # ... and saved once, under embedding.* (a load fills base.embedding.* from it)
+        self._register_state_dict_hook(_drop_shared_embedding)
         k = spec.n_item_slots
         d = self.base.embed_dim
         self.item_dim = k * d
@@ -209,11 +220,6 @@ class RAR(nn.Module):
         self.register_buffer("neighbour_rows", torch.zeros(0, neighbours, dtype=torch.long))
         self._warned = False
 
-    @property
-    def embedding(self):
-        """The backbone's feature embedding (what wrappers such as KAR / KSER reach for)."""
-        return self.base.embedding
-
     # -------------------------------------------------------------------------------------------
     def prepare(self, features) -> None:
         """Build the retrieval index from ``features``' training split (nothing else is read)."""
@@ -232,6 +238,8 @@ class RAR(nn.Module):
         return self.pool_rows.numel() > 0 and self.neighbour_rows.shape[0] > 0
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for key in [k for k in state_dict if k.startswith(prefix + "embedding.")]:
+            state_dict.setdefault(prefix + "base." + key[len(prefix):], state_dict[key])
         # the index's sizes come from the data: take the saved ones
         for name in INDEX_BUFFERS:
             key = prefix + name
