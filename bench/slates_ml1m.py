@@ -131,8 +131,8 @@ def loop_part(args, seeds, env, records):
                   f"{out['best_click_rate']:.3f}), regret {out['cumulative_regret']:.0f}, "
                   f"groups/slate {out['groups_per_slate']:.2f}, items/user "
                   f"{out['items_shown_per_user']:.1f} ({out['wall_seconds']:.0f} s)", flush=True)
-    print(f"\n| policy | likelihood | click rate | expected click rate | cumulative regret | "
-          f"genres per slate | distinct items per round | items shown per user |")
+    print("\n| policy | likelihood | click rate | expected click rate | cumulative regret | "
+          "genres per slate | distinct items per round | items shown per user |")
     print("|---|---|---|---|---|---|---|---|")
     for policy, lik in runs:
         row = []
