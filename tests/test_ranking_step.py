@@ -201,3 +201,10 @@ def test_every_model_trains_the_same_under_the_graph_step(family, name):
     torch.testing.assert_close(torch.tensor(lg), torch.tensor(le), rtol=5e-3, atol=1e-4)
     for (k, a), b in zip(eager.module.state_dict().items(), graph.module.state_dict().values()):
         torch.testing.assert_close(b, a, rtol=1e-2, atol=5e-3, msg=k)
+
+
+@pytest.mark.parametrize("name", ["din", "dien"])
+def test_attention_models_refuse_flat_features_with_the_fix(name):
+    fs = criteo_like_features(200, seed=0, max_vocab=50)
+    with pytest.raises(ConfigError, match=f"{name} attends over the behaviour sequence.*flat model"):
+        build_backbone(name, fs.spec)

@@ -36,3 +36,15 @@ class Backbone(nn.Module):
 
     def forward(self, batch: dict) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def require_history(spec: FeatureSpec, model: str) -> None:
+    """Refuse, with the fix, features without a behaviour sequence for a model that attends over
+    one (DIN, DIEN): on flat data such as Frappe there is nothing to attend to."""
+    if spec.max_hist_len < 1:
+        from llmrec.errors import ConfigError
+
+        raise ConfigError(f"{model} attends over the behaviour sequence, and these features have "
+                          f"none (features.max_hist_len 0, e.g. flat data such as BARS Frappe): "
+                          f"use a flat model (dnn, deepfm, dcnv2, finalmlp, ...) or build the "
+                          f"features with a history")

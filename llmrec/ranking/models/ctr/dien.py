@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from llmrec.ranking.models.base import Backbone
+from llmrec.ranking.models.base import Backbone, require_history
 from llmrec.ranking.features import FeatureSpec
 from llmrec.ranking.layers import MLP
 from llmrec.ranking.models.sequential.attention import CapeBias
@@ -41,6 +41,7 @@ class DIEN(Backbone):
                  attention_hidden: tuple[int, ...] = (64,), hidden: tuple[int, ...] = (200, 80),
                  aux_weight: float = 1.0, activation: str = "relu", dropout: float = 0.1,
                  batch_norm: bool = False, position: str = "none", cape_dim: int = 16) -> None:
+        require_history(spec, "dien")
         super().__init__(spec, embed_dim)
         k = spec.n_item_slots
         item_dim = k * embed_dim

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from llmrec.ranking.models.base import Backbone
+from llmrec.ranking.models.base import Backbone, require_history
 from llmrec.ranking.features import FeatureSpec
 from llmrec.ranking.layers import MLP
 from llmrec.ranking.models.sequential.attention import CapeBias
@@ -59,6 +59,7 @@ class DIN(Backbone):
                  hidden: tuple[int, ...] = (200, 80), activation: str = "relu",
                  dropout: float = 0.1, batch_norm: bool = False, position: str = "none",
                  cape_dim: int = 16) -> None:
+        require_history(spec, "din")
         super().__init__(spec, embed_dim)
         k = spec.n_item_slots
         self.attention = TargetAttention(k * embed_dim, tuple(attention_hidden), activation,
