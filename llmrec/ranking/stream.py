@@ -20,13 +20,14 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from llmrec.config import option
 from llmrec.errors import ConfigError
 from llmrec.ranking.metrics import ctr_metrics
 from llmrec.ranking.reloop2 import ExactKNNMemory, LSHMemory, ReLoop2, representation
@@ -75,21 +76,25 @@ def movielens_stream(path: str | Path, n_windows: int = 10, max_samples: int | N
 class StreamConfig:
     """The prequential protocol's settings."""
 
-    train_windows: int = 5
-    epochs: int = 2  # base model training on the first windows
-    batch_size: int = 1024
-    lr: float = 1e-3
-    incremental_epochs: int = 1  # epochs of the fine-tuned copy on each finished window
-    incremental_lr: float = 1e-3
-    chunk: int = 2000  # samples predicted before their errors enter the memory
-    lambdas: list[float] = field(default_factory=lambda: [0.1, 0.3, 0.5])
-    keys: list[str] = field(default_factory=lambda: ["hidden"])  # memory keys (reloop2.KEYS)
-    knn_k: int = 50
-    knn_capacity: int = 20_000
-    knn_temperature: float = 0.1
-    lsh_tables: int = 8
-    lsh_bits: int = 10
-    decay: float = 0.99
+    train_windows: int = option(5, help="the first N time windows train the base model; the "
+                                         "rest are scored in order")
+    epochs: int = option(2, help="base model training epochs on the first windows")
+    batch_size: int = option(1024, help="training batch size")
+    lr: float = option(1e-3, help="base model learning rate")
+    incremental_epochs: int = option(1, help="epochs of the fine-tuned copy on each finished "
+                                             "window")
+    incremental_lr: float = option(1e-3, help="learning rate of the incremental fine-tuning")
+    chunk: int = option(2000, help="samples predicted before their errors enter the memory")
+    lambdas: list[float] = option(default_factory=lambda: [0.1, 0.3, 0.5],
+                                  help="compensation weights tried for the error memory")
+    keys: list[str] = option(default_factory=lambda: ["hidden"],
+                             help="memory keys (reloop2.KEYS): hidden or embedding")
+    knn_k: int = option(50, help="neighbours of the exact kNN memory")
+    knn_capacity: int = option(20_000, help="samples the exact kNN memory keeps")
+    knn_temperature: float = option(0.1, help="softmax temperature of the kNN weights")
+    lsh_tables: int = option(8, help="hash tables of the LSH sketch")
+    lsh_bits: int = option(10, help="bits per LSH table")
+    decay: float = option(0.99, help="per-update decay of the LSH sketch's error sums")
 
 
 def train_epochs(model, fs, idx: torch.Tensor, epochs: int, batch_size: int, lr: float,

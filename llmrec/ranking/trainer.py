@@ -154,6 +154,12 @@ class Trainer:
         self.optimizer = torch.optim.Adam(self.trainable, lr=cfg.lr, betas=tuple(cfg.betas),
                                           weight_decay=cfg.weight_decay, fused=fused or None,
                                           capturable=self._graph_mode)
+        # task.mto other than base: the method's backward and optimiser (llmrec.ranking.mto)
+        self.mto = None
+        if getattr(task.cfg, "mto", "base") != "base":
+            from llmrec.ranking import mto
+
+            mto.attach(self, task.cfg.mto, task.cfg.mto_every)
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(cfg.seed)
         self._step_fn = self._loss
@@ -197,6 +203,8 @@ class Trainer:
             return "data-parallel runs use the eager step"
         if self.task.kind == "listwise":
             return "listwise batches hold whole lists (their size varies)"
+        if getattr(self.task.cfg, "mto", "base") != "base":
+            return "task.mto runs one backward pass per task (eager step)"
         if self.task.kind == "next_item" and getattr(self.task.cfg, "sequence_training", False):
             return "sequence training selects valid positions (a data-dependent shape)"
         return None

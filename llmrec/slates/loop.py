@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from llmrec.config import option
 from llmrec.errors import ConfigError
 from llmrec.ranking.models.slate.bayesian_gru import NO_CLICK, BayesianGRUSlate, SlateSpec
 from llmrec.slates.policies import POLICIES, choose_slates
@@ -40,18 +41,19 @@ BASELINES = ("random", "oracle")
 class LoopConfig:
     """The online loop's settings."""
 
-    rounds: int = 20  # rounds after the warm-up (one slate per user per round)
-    warmup_rounds: int = 3  # rounds of uniform random slates first
-    slate_size: int = 10
-    steps_per_round: int = 30  # Adam steps on the whole log after each round
-    warmup_steps: int = 150  # Adam steps after the warm-up rounds
-    lr: float = 0.02
-    hidden_dim: int = 16
-    score: str = "dot"
-    likelihood: str = "slate"  # slate or all_items
-    n_candidates: int = 25  # all_items: uniform candidates per step
-    kl_weight: float = 1.0
-    init_scale: float = 0.1
+    rounds: int = option(20, help="rounds after the warm-up (one slate per user per round)")
+    warmup_rounds: int = option(3, help="rounds of uniform random slates first")
+    slate_size: int = option(10, help="items per slate")
+    steps_per_round: int = option(30, help="Adam steps on the whole log after each round")
+    warmup_steps: int = option(150, help="Adam steps after the warm-up rounds")
+    lr: float = option(0.02, help="Adam learning rate of the slate model")
+    hidden_dim: int = option(16, help="the GRU's (and the item vectors') width")
+    score: str = option("dot", help="how the user state scores an item: dot or euclid")
+    likelihood: str = option("slate", help="slate (softmax over the shown slate + no click) or "
+                                          "all_items")
+    n_candidates: int = option(25, help="all_items likelihood: uniform candidates per step")
+    kl_weight: float = option(1.0, help="weight of the item vectors' KL term to their prior")
+    init_scale: float = option(0.1, help="initial scale of the item vectors")
 
 
 def make_model(sim: SlateSimulator, cfg: LoopConfig) -> BayesianGRUSlate:
