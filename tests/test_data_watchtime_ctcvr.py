@@ -204,7 +204,7 @@ def test_aliexpress_wrong_schema(tmp_path):
 
 @pytest.mark.parametrize("label", ["d2co", "cwm", "pcr"])
 def test_watchtime_recipe_runs_on_the_kuairand_fixture(tmp_path, label, capsys):
-    from llmrec.ranking import watchtime as wt
+    from llmrec.ranking import watchtime_run as wt
 
     _kuairand_fixture(tmp_path, n=200)
     cfg = tmp_path / "run.yaml"

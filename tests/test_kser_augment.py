@@ -25,7 +25,7 @@ SMALL = {"hidden": (16, 8)}
 SPECIAL = {"finalmlp": {"hidden1": (16,), "hidden2": (16,), "fusion_heads": 4, "gate_hidden": 8},
            "xdeepfm": {"hidden": (16,), "cin_layers": (8, 8)}, "fignn": {},
            "autoint": {"hidden": (16,)}, "unimixer": {"ffn": 16}, "unimixing_lite": {"ffn": 16},
-           "rar": {"base_args": {"hidden": (16, 8)}}}
+           "rar": {"base_args": {"hidden": (16, 8)}}, "qin": {"num_layers": 2, "num_row": 2}}
 
 
 def _args(name):

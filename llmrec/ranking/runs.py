@@ -258,7 +258,7 @@ def load_run(path: str | Path, device: str = "cpu") -> Run:
         model = build_model(record["model"], spec, **args)
     if record.get("low_rank_linear"):
         # a compressed run (`llmrec rank compress`): rebuild its factorised linear layers
-        from llmrec.ranking.transforms import factorise_structure
+        from llmrec.ranking.lowrank import factorise_structure
 
         factorise_structure(model, record["low_rank_linear"])
     state = load_file(str(path / WEIGHTS_FILE))

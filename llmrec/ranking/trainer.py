@@ -379,7 +379,7 @@ class Trainer:
             bar = {} if self.rank == 0 else {"disable": True}  # one bar, from rank 0
             for idx in progress(batches, desc=f"epoch {self.epoch + 1}", unit="batch",
                                 leave=False, **bar):
-                total.add_(self.train_step(idx), alpha=idx.numel())
+                total += self.train_step(idx) * idx.numel()
             self._sync()
             dt = time.perf_counter() - t0
             n = sum(int(b.numel()) for b in batches)

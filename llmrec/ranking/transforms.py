@@ -36,6 +36,7 @@ from torch import nn
 
 from llmrec.config import option
 from llmrec.errors import ConfigError
+from llmrec.ranking.lowrank import factorise_structure
 
 log = logging.getLogger(__name__)
 
@@ -359,33 +360,6 @@ def _linear_targets(model: nn.Module, which: str) -> list[str]:
                  if isinstance(mlp, MLP) for n, m in mlp.named_modules()
                  if isinstance(m, nn.Linear)]
     return [n for n in dict.fromkeys(names) if n not in inside_embedding]
-
-
-def _set_module(model: nn.Module, path: str, new: nn.Module) -> None:
-    parent_path, _, attr = path.rpartition(".")
-    parent = model.get_submodule(parent_path) if parent_path else model
-    setattr(parent, attr, new)
-
-
-def low_rank_linear(lin: nn.Linear, k: int) -> nn.Sequential:
-    """An untrained in -> k -> out factor pair shaped to replace ``lin``."""
-    first = nn.Linear(lin.in_features, k, bias=False)
-    second = nn.Linear(k, lin.out_features, bias=lin.bias is not None)
-    return nn.Sequential(first, second).to(device=lin.weight.device, dtype=lin.weight.dtype)
-
-
-def factorise_structure(model: nn.Module, ranks: dict[str, int]) -> None:
-    """Replace the linear layers named in ``ranks`` by factor pairs of those ranks (what
-    ``load_run`` does before loading a compressed run's weights)."""
-    for path, k in ranks.items():
-        try:
-            lin = model.get_submodule(path)
-        except AttributeError:
-            raise ConfigError(f"low_rank_linear names {path!r}, which this model does not "
-                              f"have") from None
-        if not isinstance(lin, nn.Linear):
-            raise ConfigError(f"low_rank_linear names {path!r}, which is not a linear layer")
-        _set_module(model, path, low_rank_linear(lin, int(k)))
 
 
 def compress_model(model: nn.Module, spec, model_name: str, model_args: dict,

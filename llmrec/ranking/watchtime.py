@@ -479,11 +479,11 @@ def watch_time_metrics(users, w, d, score, w_pred=None, tau: float = 18.0,
 __all__ = ["LABELS", "KINDS", "WatchTimeConfig", "long_view", "gmm_1d", "d2co_bounds",
            "d2co_label", "watch_time_label", "add_watch_time_labels", "cwm_target", "cwm_loss",
            "cwm_predict", "xauc", "xgauc", "mae", "rmse", "gauc", "ndcg", "duration_bins",
-           "watch_time_metrics", "WatchTimeTask", "WatchTimeRun", "run_watchtime"]
+           "watch_time_metrics", "WatchTimeTask"]
 
 
 # ------------------------------------------------------------------------------------------------
-# the task and a runnable recipe
+# the task (its runnable recipe: llmrec.ranking.watchtime_run)
 
 
 def _task_base():
@@ -551,78 +551,3 @@ class WatchTimeTask(_task_base()):
 
     def describe(self):
         return {**super().describe(), "label": self.wt.label}
-
-
-def _run_config_types():
-    from llmrec.data.kuairand import KuaiRandConfig
-    from llmrec.ranking.train_config import TrainConfig
-
-    return KuaiRandConfig, TrainConfig
-
-
-_KuaiRandConfig, _TrainConfig = _run_config_types()
-
-
-@dataclass
-class WatchTimeRun:
-    """One watch-time run: a KuaiRand / KuaiRec log, a label (or CWM), a backbone, training."""
-
-    kuairand: _KuaiRandConfig = option(default_factory=_KuaiRandConfig,
-                                       help="the log (llmrec.data.kuairand)")
-    watchtime: WatchTimeConfig = option(default_factory=WatchTimeConfig,
-                                        help="label / loss and their parameters")
-    model: str = option("deepfm", help="a CTR backbone (`llmrec rank models`)")
-    model_args: dict[str, Any] = option({}, help="its hyper-parameters")
-    train: _TrainConfig = option(default_factory=_TrainConfig, help="training settings")
-    output: str = option("", help="JSON file for the result (empty: print only)")
-
-
-def run_watchtime(cfg: WatchTimeRun) -> dict[str, Any]:
-    """Load the log, add the labels, train ``cfg.model`` on ``cfg.watchtime.label``; returns the
-    trainer's result with the valid / test watch-time metrics."""
-    from llmrec.data.kuairand import load_kuairand
-    from llmrec.ranking.features import build_features
-    from llmrec.ranking.registry import build_model
-    from llmrec.ranking.task_config import TaskConfig
-    from llmrec.ranking.trainer import Trainer, seed_everything
-
-    kcfg, tcfg = cfg.kuairand, cfg.train
-    kcfg.tau, kcfg.d2co_alpha, kcfg.d2co_window = (cfg.watchtime.tau, cfg.watchtime.d2co_alpha,
-                                                   cfg.watchtime.d2co_window)
-    data, split, fcfg = load_kuairand(kcfg)
-    fs = build_features(data, split, fcfg)
-    seed_everything(tcfg.seed)
-    model = build_model(cfg.model, fs.spec, **cfg.model_args)
-    task = WatchTimeTask(TaskConfig(kind="regression", monitor="gauc", mode="max"), fs.spec,
-                         cfg.watchtime)
-    result = Trainer(model, fs, tcfg, task=task).fit()
-    result.update(model=cfg.model, label=cfg.watchtime.label, dataset=kcfg.name,
-                  data=split.info)
-    if cfg.output:
-        from llmrec.artifacts import write_json_atomic
-
-        write_json_atomic(cfg.output, result)
-    return result
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m llmrec.ranking.watchtime --config FILE.yaml [--key=value ...]``."""
-    import argparse
-    import json
-    import logging
-
-    from llmrec.config import load_config
-
-    ap = argparse.ArgumentParser(description="one watch-time run (see eval/watchtime/README.md)")
-    ap.add_argument("--config", required=True)
-    args, rest = ap.parse_known_args(argv)
-    logging.basicConfig(level=logging.INFO)
-    cfg = load_config(WatchTimeRun, args.config, rest)
-    res = run_watchtime(cfg)
-    print(json.dumps({"label": res["label"], "model": res["model"], "valid": res["valid"],
-                      "test": res.get("test")}, indent=1, default=float))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
