@@ -188,12 +188,9 @@ class Trainer:
     # ---------------------------------------------------------------------------------------
     def planned_steps(self) -> int:
         """Optimiser steps the run plans: epochs x (training samples / batch size)."""
-        n = int(self.task_train_size())
+        n = (int(self.features.split_index("train").numel())
+             if "train" in self.features.split_names else 0)
         return self.cfg.epochs * math.ceil(n / max(1, self.cfg.batch_size))
-
-    def task_train_size(self) -> int:
-        return int(self.features.split_index("train").numel()) if "train" in \
-            self.features.split_names else 0
 
     def _graph_blocker(self) -> str | None:
         """Why this run cannot use the graph step (None: it can)."""
@@ -228,7 +225,7 @@ class Trainer:
         planned = self.planned_steps()
         if planned < cfg.graph_min_steps:
             return "eager", (f"{planned} planned steps < graph_min_steps {cfg.graph_min_steps} "
-                             f"(too few to repay compilation and capture)")
+                             f"(too few to repay the warm-up and capture)")
         return "graph", f"{planned} planned steps >= graph_min_steps {cfg.graph_min_steps}"
 
     def _autocast(self):
