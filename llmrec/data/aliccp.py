@@ -132,14 +132,8 @@ def read_aliccp_processed(path: str | Path):
     if missing:
         raise DataError(f"{path}: missing column(s) {missing} (has: {', '.join(frame.columns)})")
     frame = frame.rename(columns={"purchase": "conversion"})
-    for c in ["click", "conversion", *[c for c in frame.columns if c.startswith("D")]]:
-        vals = pd.to_numeric(frame[c], errors="coerce")
-        if vals.isna().any():
-            i = int(vals.isna().to_numpy().argmax())
-            raise DataError(f"{path}, data row {i + 1}: column {c!r} is not numeric "
-                            f"({frame[c].iloc[i]!r})")
-        frame[c] = vals
-    return frame
+    return _numeric(frame, ["click", "conversion",
+                            *[c for c in frame.columns if c.startswith("D")]], path)
 
 
 def read_aliexpress(path: str | Path):
@@ -155,15 +149,8 @@ def read_aliexpress(path: str | Path):
         raise DataError(f"{path}: not the AliExpress schema (search_id, categorical_1..16, "
                         f"numerical_1..63, click, conversion); missing {missing or 'none'}, "
                         f"{len(frame.columns)} columns")
-    for c in [c for c in ALIEXPRESS_COLUMNS if c.startswith("numerical_")] + ["click",
-                                                                              "conversion"]:
-        vals = pd.to_numeric(frame[c], errors="coerce")
-        if vals.isna().any():
-            i = int(vals.isna().to_numpy().argmax())
-            raise DataError(f"{path}, data row {i + 1}: column {c!r} is not numeric "
-                            f"({frame[c].iloc[i]!r})")
-        frame[c] = vals
-    return frame
+    return _numeric(frame, [c for c in ALIEXPRESS_COLUMNS if c.startswith("numerical_")]
+                    + ["click", "conversion"], path)
 
 
 @dataclass
@@ -268,3 +255,18 @@ def load_ctcvr(cfg: CtcvrConfig | None = None):
         min_count=cfg.min_count)
     log.info("%s: %s, %d conversions without a click", name, counts, orphan)
     return data, split, feature_cfg
+
+
+def _numeric(frame, columns, path):
+    """``frame`` with ``columns`` parsed as numbers; the first cell that is not one is an error
+    naming the file, the data row and the column."""
+    import pandas as pd
+
+    for c in columns:
+        vals = pd.to_numeric(frame[c], errors="coerce")
+        if vals.isna().any():
+            i = int(vals.isna().to_numpy().argmax())
+            raise DataError(f"{path}, data row {i + 1}: column {c!r} is not numeric "
+                            f"({frame[c].iloc[i]!r})")
+        frame[c] = vals
+    return frame
