@@ -1,0 +1,1 @@
+"""AdSEE, the part that fits without images."""
