@@ -27,6 +27,7 @@ from llmrec.config import option
 from llmrec.data.loaders import DataConfig
 from llmrec.data.splits import SplitConfig
 from llmrec.errors import ConfigError
+from llmrec.headline.filters import RatingDenoiseConfig, denoise_ratings
 from llmrec.llm.config import LLMConfig
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,10 @@ class GenerateConfig:
     max_attempts: int = option(3, help="attempts per entity: the answer, a repair prompt, a resample")
     retry_temperature: float = option(0.7, help="temperature of the resample attempt (if greedy)")
     max_history: int = option(30, help="at most this many LM-history interactions in a user prompt")
+    denoise: RatingDenoiseConfig = option(
+        default_factory=RatingDenoiseConfig,
+        help="filter each user's LM history (low ratings, rating bursts) before the user prompt; "
+             "off by default (llmrec.headline.filters)")
 
     def __post_init__(self) -> None:
         shard_index(self.shard)
@@ -124,7 +129,10 @@ def item_contexts(data) -> Iterator[tuple[str, dict[str, Any]]]:
         yield str(rec["item_id"]), {"item": item}
 
 
-def user_contexts(data, split, max_history: int) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+def user_contexts(data, split, max_history: int, denoise: RatingDenoiseConfig | None = None
+                  ) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """Per user: id, template context (the LM history's last ``max_history`` interactions,
+    after ``denoise`` when it is enabled) and the cutoff the cache key records."""
     items = data.df("items").set_index("item_id") if data.has("items") else None
     profiles: dict[str, dict[str, Any]] = {}
     if data.has("users"):
@@ -148,6 +156,10 @@ def user_contexts(data, split, max_history: int) -> Iterator[tuple[str, dict[str
         rows = []
         if part is not None:
             part = part.sort_values("position")
+            if denoise is not None and denoise.enabled:
+                keep, _ = denoise_ratings(part["rating"].to_numpy(dtype=float),
+                                          part["timestamp"].to_numpy(dtype=float), denoise)
+                part = part[keep]
             # the most recent interactions of the LM-history, oldest first
             for r in part.tail(max_history).itertuples(index=False):
                 iid = str(r.item_id)
@@ -304,7 +316,7 @@ def plan(cfg: GenerateConfig, data, template, kind: str, identity: dict[str, str
     if kind == "item":
         source = ((eid, ctx, None) for eid, ctx in item_contexts(data))
     else:
-        source = user_contexts(data, split, cfg.max_history)
+        source = user_contexts(data, split, cfg.max_history, cfg.denoise)
     wanted = set(cfg.ids) if cfg.ids else None
     out: list[Entity] = []
     for eid, ctx, cutoff in source:
