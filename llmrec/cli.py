@@ -24,6 +24,7 @@ from llmrec.errors import LlmrecError
 # Explicit list of stage CLIs, in the order they appear in --help.
 STAGE_CLIS = (
     "llmrec.envinfo",
+    "llmrec.models.stronger",
     "llmrec.data.cli",
     "llmrec.knowledge.cli",
     "llmrec.ranking.cli",
@@ -31,6 +32,7 @@ STAGE_CLIS = (
     "llmrec.crs.cli",
     "llmrec.finetune.cli",
     "llmrec.ltr.cli",
+    "llmrec.adsee.cli",
 )
 
 log = logging.getLogger("llmrec")

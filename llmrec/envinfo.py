@@ -92,6 +92,13 @@ def default_models() -> dict[str, dict[str, Any]]:
     return out
 
 
+def optional_models() -> list[dict[str, Any]]:
+    """The stronger models ``llmrec models install`` adds: installed or not, and where."""
+    from llmrec.models.stronger import status
+
+    return status()
+
+
 def collect() -> dict[str, Any]:
     from llmrec.artifacts import git_revision, llmrec_home, package_versions
 
@@ -104,6 +111,7 @@ def collect() -> dict[str, Any]:
         "devices": devices(),
         "backends": backends(),
         "default_models": default_models(),
+        "optional_models": optional_models(),
     }
 
 
@@ -123,6 +131,10 @@ def format_env(info: dict[str, Any]) -> str:
     lines += ["", "default models:"]
     for name, m in info["default_models"].items():
         lines.append(f"  {name:<22} {'yes' if m['available'] else 'NO '}  {m['why']}")
+    lines += ["", "optional models (llmrec models install NAME, or make models):"]
+    for m in info.get("optional_models", []):
+        where = f"in {m['path']}" if m["installed"] else f"not installed: {m['how']}"
+        lines.append(f"  {m['name']:<22} {'yes' if m['installed'] else 'NO '}  {m['role']}, {where}")
     return "\n".join(lines)
 
 

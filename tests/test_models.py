@@ -47,7 +47,7 @@ def test_hub_id_is_refused_with_an_explanation():
     with pytest.raises(LlmrecError, match=r"hub id.*cannot be downloaded.*local folder"):
         resolve_llm("meta-llama/Llama-3.1-8B-Instruct")
     with pytest.raises(LlmrecError, match=r"hub id.*cannot be downloaded.*local folder"):
-        resolve_embedder("sentence-transformers/all-mpnet-base-v2")
+        resolve_embedder("sentence-transformers/all-distilroberta-v1")
 
 
 def test_missing_folder_unknown_name_file_and_empty_folder_are_refused(tmp_path):

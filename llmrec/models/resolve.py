@@ -270,6 +270,12 @@ def _local_folder(name_or_path: str, kind: str, default: str, aliases: frozenset
     if path.exists():
         raise LlmrecError(f"{kind} {name_or_path!r} is a file; pass the model's folder instead")
     known = ", ".join(sorted(repr(a) for a in aliases))
+    from llmrec.models import stronger
+
+    role = "llm" if kind == "LLM" else "embedder"
+    optional = [m.name for m in stronger.MODELS if m.role == role]
+    more = (f"; optional, once installed with `llmrec models install NAME`: "
+            f"{', '.join(repr(n) for n in optional)}" if optional else "")
     looks_like_hub_id = (
         name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
     )
@@ -277,12 +283,12 @@ def _local_folder(name_or_path: str, kind: str, default: str, aliases: frozenset
         raise LlmrecError(
             f"{kind} {name_or_path!r} is not a local folder and looks like a model hub id, but "
             "models cannot be downloaded here (no access to a model hub); pass a local folder "
-            f"holding the model, or one of {known} for the packaged {default}"
+            f"holding the model, or one of {known} for the packaged {default}{more}"
         )
     raise LlmrecError(
         f"{kind} {name_or_path!r} is neither a known name nor an existing folder; pass a local "
         f"model folder, or one of {known} for the packaged {default} (models cannot be "
-        "downloaded here)"
+        f"downloaded here){more}"
     )
 
 
@@ -290,10 +296,17 @@ def resolve_llm(name_or_path: str) -> Path:
     """The local checkpoint folder for an LLM name from a config or CLI flag.
 
     ``"default"``, ``"smollm2"`` or ``"SmolLM2-135M-Instruct"`` (any case) give
-    :func:`default_llm_path`; an existing folder with a ``config.json`` is returned as is.
+    :func:`default_llm_path`; the optional models' names (``"qwen2.5-coder-0.5b"``,
+    ``"qwen2.5-coder-1.5b"``, see :mod:`llmrec.models.stronger`) give their installed folder or an
+    error naming ``llmrec models install``; an existing folder with a ``config.json`` is returned
+    as is.
     """
     if str(name_or_path).strip().lower() in LLM_ALIASES:
         return default_llm_path()
+    from llmrec.models import stronger
+
+    if stronger.lookup(str(name_or_path), "llm") is not None:
+        return stronger.require_installed(str(name_or_path), "llm")
     return _local_folder(str(name_or_path), "LLM", DEFAULT_LLM, LLM_ALIASES, ("config.json",))
 
 
@@ -301,11 +314,16 @@ def resolve_embedder(name_or_path: str) -> Path:
     """The local folder for an embedding model name from a config or CLI flag.
 
     ``"default"``, ``"minilm"`` or ``"all-MiniLM-L6-v2"`` (any case) give
-    :func:`default_embedder_path`; an existing sentence-transformers or transformers folder is
-    returned as is.
+    :func:`default_embedder_path`; ``"mpnet"`` (all-mpnet-base-v2, optional) gives its installed
+    folder or an error naming ``llmrec models install mpnet``; an existing sentence-transformers
+    or transformers folder is returned as is.
     """
     if str(name_or_path).strip().lower() in EMBEDDER_ALIASES:
         return default_embedder_path()
+    from llmrec.models import stronger
+
+    if stronger.lookup(str(name_or_path), "embedder") is not None:
+        return stronger.require_installed(str(name_or_path), "embedder")
     return _local_folder(str(name_or_path), "embedder", DEFAULT_EMBEDDER, EMBEDDER_ALIASES,
                          ("modules.json", "config.json"))
 
