@@ -32,6 +32,7 @@ STAGE_CLIS = (
     "llmrec.crs.cli",
     "llmrec.finetune.cli",
     "llmrec.ltr.cli",
+    "llmrec.adsee.cli",
 )
 
 log = logging.getLogger("llmrec")
