@@ -14,7 +14,6 @@ from llmrec.adsee.regressor import (ClickRateConfig, ClickRatePredictor, build_i
                                     fit_regressor, heldout_report, item_rates, item_samples,
                                     split_items)
 from llmrec.errors import ConfigError, DataError
-from llmrec.ranking.train_config import TrainConfig
 
 
 class Tables:
@@ -45,8 +44,7 @@ def synthetic(n=600, d=8, seed=0):
 
 def small_cfg(**kw):
     return ClickRateConfig(model_args={"embed_dim": 8, "hidden": [32], "dropout": 0.0},
-                           train=TrainConfig(batch_size=64, epochs=40, lr=3e-3, patience=6,
-                                             checkpoint=False, device="cpu"), **kw)
+                           batch_size=64, epochs=40, lr=3e-3, patience=6, **kw)
 
 
 def test_regression_on_dense_vectors_recovers_known_weights():

@@ -39,12 +39,6 @@ log = logging.getLogger(__name__)
 DENSE_FIELD = "text"
 
 
-def _default_train() -> TrainConfig:
-    # a few thousand samples: small batches, more epochs, patience for a noisy validation RMSE
-    return TrainConfig(batch_size=128, epochs=60, lr=1e-3, patience=8, checkpoint=False,
-                       device="cpu")
-
-
 @dataclass
 class ClickRateConfig:
     """The click-rate predictor: target, item split, fields, backbone and training."""
@@ -62,7 +56,20 @@ class ClickRateConfig:
     model: str = option("dnn", help="CTR backbone of the ranking engine (`llmrec rank models`)")
     model_args: dict[str, Any] = option({"embed_dim": 16, "hidden": [128, 64], "dropout": 0.1},
                                         help="the backbone's hyper-parameters")
-    train: TrainConfig = option(default_factory=_default_train, help="training settings")
+    # a few thousand samples: small batches, many epochs, patience for a noisy validation RMSE
+    # (flat options rather than a nested TrainConfig, whose class defaults suit CTR logs)
+    epochs: int = option(60, help="most training epochs (early stopping on validation RMSE)")
+    batch_size: int = option(128, help="training batch size")
+    lr: float = option(1e-3, help="Adam learning rate")
+    weight_decay: float = option(0.0, help="Adam L2 penalty")
+    patience: int = option(8, help="stop after this many epochs without a better validation RMSE")
+    device: str = option("cpu", help="cpu, cuda or auto (a few thousand samples: cpu is enough)")
+
+    def train_config(self, seed: int) -> TrainConfig:
+        """The ranking engine's training settings for this predictor."""
+        return TrainConfig(seed=seed, device=self.device, batch_size=self.batch_size,
+                           epochs=self.epochs, lr=self.lr, weight_decay=self.weight_decay,
+                           patience=self.patience, checkpoint=False)
 
     def __post_init__(self) -> None:
         if self.min_ratings < 1:
@@ -156,9 +163,7 @@ def fit_regressor(fs, cfg: ClickRateConfig, seed: int):
                           f"predictor needs one score per sample (dnn, autoint, dcnv2, ...)")
     seed_everything(seed)
     model = build_model(cfg.model, copy.deepcopy(fs.spec), **cfg.model_args)
-    tcfg = copy.deepcopy(cfg.train)
-    tcfg.seed = seed
-    trainer = Trainer(model, fs, tcfg, output_dir=None, task=TaskConfig(kind="regression"))
+    trainer = Trainer(model, fs, cfg.train_config(seed), output_dir=None, task=TaskConfig(kind="regression"))
     try:
         result = trainer.fit()
     finally:

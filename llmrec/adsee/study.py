@@ -38,16 +38,14 @@ from llmrec.errors import ConfigError, DataError
 log = logging.getLogger(__name__)
 
 
-def _ml1m() -> DataConfig:
-    return DataConfig(name="movielens-1m", path="../shared/data/movielens-1m")
-
-
 @dataclass
 class AdseeConfig:
     """One AdSEE study: data, item vectors, predictor, editor, budgets and seeds."""
 
-    data: DataConfig = option(default_factory=_ml1m, help="ratings and items (the like rate "
-                                                          "is computed from the ratings)")
+    data_name: str = option("movielens-1m", help="dataset kind of the ratings and items (a "
+                                                 "`llmrec data` name); the like rate is "
+                                                 "computed from the ratings")
+    data_path: str = option("../shared/data/movielens-1m", help="folder of the dataset")
     vectors: str | None = option(None, help="item vectors: a vector file (.safetensors with "
                                             "`vectors` and entity ids) or a `llmrec knowledge "
                                             "embed` folder; null = embed `texts` with `embedder`")
@@ -210,7 +208,7 @@ def run_study(cfg: AdseeConfig) -> dict[str, Any]:
     from llmrec.config import to_dict
     from llmrec.data.loaders import load_data
 
-    data = load_data(cfg.data)
+    data = load_data(DataConfig(name=cfg.data_name, path=cfg.data_path))
     vectors, source = load_vectors(cfg)
     rates = item_rates(data.df("interactions"), cfg.regressor.min_ratings,
                        cfg.regressor.like_threshold)
