@@ -32,6 +32,7 @@ STAGE_CLIS = (
     "llmrec.crs.cli",
     "llmrec.finetune.cli",
     "llmrec.ltr.cli",
+    "llmrec.headline.cli",
     "llmrec.adsee.cli",
 )
 

@@ -184,10 +184,13 @@ class PensData:
     news: Any = None
     train: Any = None
     valid: Any = None
+    parts: tuple[str, ...] = ("test", "news", "train", "valid")  # the parts that were looked for
 
     @property
     def missing(self) -> list[str]:
-        return [FILES[k] for k in ("news", "train", "valid", "test") if getattr(self, k) is None]
+        """The files among the parts looked for that the folder lacks."""
+        return [FILES[k] for k in ("news", "train", "valid", "test")
+                if k in self.parts and getattr(self, k) is None]
 
     def require(self, *parts: str):
         """Raise a :class:`DataError` naming the first of ``parts`` (news/train/valid/test) the
@@ -218,7 +221,7 @@ def load_pens(path: str | Path, parts: tuple[str, ...] = ("test", "news", "train
     bad = sorted(set(parts) - set(FILES))
     if bad:
         raise DataError(f"unknown PENS part(s) {bad}; choose from {sorted(FILES)}")
-    out = PensData(folder)
+    out = PensData(folder, parts=tuple(parts))
     readers = {"news": read_news, "train": read_impressions, "valid": read_impressions,
                "test": read_personalized_test}
     for part in parts:

@@ -16,7 +16,8 @@ from typing import Iterable, Sequence
 _TOKEN = re.compile(r"[a-z0-9]+")
 METRICS = ("rouge1", "rouge2", "rougeL")
 
-__all__ = ["METRICS", "tokenize", "rouge_n", "rouge_l", "score", "score_multi", "corpus"]
+__all__ = ["METRICS", "tokenize", "rouge_n", "rouge_l", "lcs_length", "score", "score_tokens",
+           "score_multi", "corpus"]
 
 
 def tokenize(text: str) -> list[str]:
@@ -58,7 +59,11 @@ def rouge_l(cand: Sequence[str], ref: Sequence[str]) -> tuple[float, float, floa
 
 def score(candidate: str, reference: str) -> dict[str, float]:
     """F1 of ROUGE-1/2/L of one candidate against one reference."""
-    c, r = tokenize(candidate), tokenize(reference)
+    return score_tokens(tokenize(candidate), tokenize(reference))
+
+
+def score_tokens(c: Sequence[str], r: Sequence[str]) -> dict[str, float]:
+    """:func:`score` of already tokenized texts (for loops that score one text many times)."""
     return {"rouge1": rouge_n(c, r, 1)[2], "rouge2": rouge_n(c, r, 2)[2],
             "rougeL": rouge_l(c, r)[2]}
 
