@@ -20,6 +20,8 @@ from dataclasses import dataclass
 ACTIONS = ("Search", "Ask", "Recommend", "Response")
 # Case-sensitive on purpose: "search[" or "SEARCH [" is not the format the prompt asks for.
 _START = re.compile(r"\b(Search|Ask|Recommend|Response)\[")
+#: where an action begins in a reply (``Kind[``, exactly as the grammar spells it)
+ACTION_START = _START
 _LOOSE = re.compile(r"\b(search|ask|recommend|response)\s*\[", re.I)
 _THOUGHT_LABEL = re.compile(r"^\s*thought\s*:\s*", re.I)
 _ACTION_LABEL = re.compile(r"action\s*:\s*$", re.I)

@@ -17,10 +17,14 @@ Two decodings:
 - ``free`` (default, the ActCRS agent): the model writes ``[thought] Kind[argument]`` and the
   reply is parsed strictly;
 - ``structured``: the action kind is chosen by option scoring among the kinds allowed at this
-  point (no Search once the search budget is spent), then the model writes only the argument, and
-  ``Kind[argument]`` is parsed by the same strict parser (an empty argument or a stray bracket
-  still fails). It takes two calls per step instead of one, and lets a model too small to follow
-  the format still act.
+  point (no Search once the search budget is spent), then the model writes the argument, and the
+  action is parsed by the same strict parser (an empty argument or a stray bracket still fails).
+  It takes two calls per step instead of one, and lets a model too small to follow the format
+  still act. The argument step may be answered in either of two forms (:meth:`Agent.compose`):
+  the bare argument, which becomes ``Kind[argument]``, or the chosen action written out in full,
+  ``Kind[argument]``, which is what an instruct model that follows the few-shot examples writes.
+  A reply that writes an action is never wrapped a second time (that made ``Ask[Ask[...]]`` a
+  failed turn for every such model), and an action of another kind than the chosen one fails.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from llmrec.config import option
-from llmrec.crs.actions import ACTIONS, Parse, parse_action
+from llmrec.crs.actions import ACTION_START, ACTIONS, Parse, parse_action
 from llmrec.crs.decide import DecisionMode
 from llmrec.crs.prompts import Prompt, load_prompt
 from llmrec.llm.config import LLMConfig
@@ -129,8 +133,25 @@ class Agent:
     def argument_messages(self, base: list[dict[str, str]], kind: str) -> list[dict[str, str]]:
         return _append_to_last_user(base, self.prompt.render("argument", self._ctx(kind=kind)))
 
-    def parse(self, text: str) -> Parse:
-        return parse_action(text, max_titles=self.cfg.max_titles)
+    def compose(self, kind: str, text: str) -> str:
+        """The action string for what the model wrote at the argument step of ``kind``.
+
+        A reply holding no action start (``Search[``, ``Ask[``, ...) is the bare argument and
+        becomes ``kind[reply]``; a reply that writes an action itself is kept as written, for
+        :meth:`parse` (with ``kind``) to accept when it is one well-formed ``kind[...]`` and to
+        fail otherwise.
+        """
+        t = (text or "").strip()
+        return t if ACTION_START.search(t) else f"{kind}[{t}]"
+
+    def parse(self, text: str, kind: str | None = None) -> Parse:
+        """Parse one reply strictly; with ``kind`` (structured decoding) an action of another
+        kind is a failure too."""
+        parsed = parse_action(text, max_titles=self.cfg.max_titles)
+        if kind is not None and parsed.ok and parsed.action.kind != kind:
+            return Parse(None, f"wrote {parsed.action.kind}[...] at the argument step of "
+                               f"{kind}[...]: write only the argument (or {kind}[argument])")
+        return parsed
 
 
 def _append_to_last_user(msgs: list[dict[str, str]], note: str) -> list[dict[str, str]]:

@@ -432,7 +432,7 @@ class Engine:
                 chosen = [k[p] for k, p in zip(kinds, picks)]
                 arg_convs = [agent.argument_messages(b, k) for b, k in zip(base, chosen)]
                 gens = self._generate("agent", arg_convs, agent.sampling(), seeds)
-                raws = [f"{k}[{g.text.strip()}]" for k, g in zip(chosen, gens)]
+                raws = [agent.compose(k, g.text) for k, g in zip(chosen, gens)]
             else:
                 gens = self._generate("agent", base, agent.sampling(), seeds)
                 raws = [g.text.strip() for g in gens]
@@ -454,7 +454,8 @@ class Engine:
                     # as a failed turn that names the cause, not as an unparseable reply
                     t.update(error=f"backend error: {gen.error}", text=raw, action_text=raw)
                     continue
-                parsed = agent.parse(raw)
+                parsed = agent.parse(raw, chosen[i] if cfg.agent.decoding == "structured"
+                                     and act is None else None)
                 if not parsed.ok:
                     t.update(error=parsed.error, text=raw, action_text=raw)
                     continue
