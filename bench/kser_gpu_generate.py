@@ -39,8 +39,8 @@ def _llm(batch_size: int, max_new_tokens: int):
 
 
 def generate(args) -> None:
-    from llmrec.data.loaders import DataConfig, load_data
-    from llmrec.data.splits import SplitConfig, make_split
+    from llmrec.data.loaders import DataConfig
+    from llmrec.data.splits import SplitConfig
     from llmrec.knowledge.generate import GenerateConfig, run_generate
 
     t0 = time.time()
@@ -49,11 +49,29 @@ def generate(args) -> None:
     common = dict(llm=llm, split=split, flush_every=args.flush_every,
                   max_attempts=args.max_attempts)
     ml1m = DataConfig(name="movielens-1m", path=args.ml1m)
-    small = DataConfig(name="ml-latest-small")
     jobs = [("ml1m", GenerateConfig(data=ml1m, entities="users",
                                     cache_dir=f"{args.cache}/ml1m", **common))]
+    if not args.only_ml1m:
+        jobs += _small_jobs(split, common, args.cache)
+    for name, cfg in jobs:
+        t = time.time()
+        s = run_generate(cfg)
+        print(json.dumps({"dataset": name, "entities": cfg.entities,
+                          "seconds": round(time.time() - t, 1), "totals": s["totals"]}), flush=True)
+    print(f"all generation done in {time.time() - t0:.0f}s", flush=True)
+
+
+def _small_jobs(split, common, cache: str) -> list:
+    """ml-latest-small users, then its items by number of CTR samples (a cut-off run has the
+    items that matter most)."""
+    from llmrec.data.loaders import DataConfig, load_data
+    from llmrec.data.splits import make_split
+    from llmrec.knowledge.generate import GenerateConfig
+
+    small = DataConfig(name="ml-latest-small")
+    jobs = []
     jobs.append(("ml-latest-small", GenerateConfig(data=small, entities="users",
-                                                   cache_dir=f"{args.cache}/ml-latest-small",
+                                                   cache_dir=f"{cache}/ml-latest-small",
                                                    **common)))
     # items by number of CTR samples, so a cut-off run has the items that matter most
     data = load_data(small)
@@ -64,13 +82,8 @@ def generate(args) -> None:
     for lo, hi in ((0, 3000), (3000, len(ranked))):
         jobs.append(("ml-latest-small", GenerateConfig(
             data=small, entities="items", ids=ranked[lo:hi],
-            cache_dir=f"{args.cache}/ml-latest-small", **common)))
-    for name, cfg in jobs:
-        t = time.time()
-        s = run_generate(cfg)
-        print(json.dumps({"dataset": name, "entities": cfg.entities,
-                          "seconds": round(time.time() - t, 1), "totals": s["totals"]}), flush=True)
-    print(f"all generation done in {time.time() - t0:.0f}s", flush=True)
+            cache_dir=f"{cache}/ml-latest-small", **common)))
+    return jobs
 
 
 def export(args) -> None:
@@ -122,6 +135,7 @@ def main(argv=None) -> int:
     g.add_argument("--flush-every", type=int, default=1024)
     g.add_argument("--max-new-tokens", type=int, default=320)
     g.add_argument("--max-attempts", type=int, default=3)
+    g.add_argument("--only-ml1m", action="store_true", help="only the ML-1M users")
     e = sub.add_parser("export")
     e.add_argument("--cache", required=True)
     e.add_argument("--out", required=True)

@@ -88,6 +88,10 @@ class FeatureConfig:
                                         "grouped metrics")
     timestamps: bool = option(False, help="keep the samples' and behaviours' timestamps (seconds) "
                                           "as time / hist_time (sequential models with time)")
+    lm_history_stats: bool = option(False, help="add the user's LM-history rating statistics as "
+                                                "numeric fields (lm_pos_share, lm_mean_rating, "
+                                                "lm_log_count; kar split only): the plain-feature "
+                                                "baseline for user knowledge")
 
     def __post_init__(self) -> None:
         if self.max_hist_len < 0:
@@ -456,6 +460,32 @@ def _history_index(user_start: np.ndarray, positions: np.ndarray, max_len: int):
     return np.where(valid, rows, -1), valid
 
 
+LM_STATS = ("lm_pos_share", "lm_mean_rating", "lm_log_count")
+
+
+def lm_history_stats(split):
+    """Per user, statistics of the LM history (the interactions before the user's cutoff, the only
+    ones a knowledge prompt may show): the share rated ``>= label_threshold``, the mean rating / 5
+    and log(1 + count). A DataFrame indexed by user id (str) with the :data:`LM_STATS` columns."""
+    import pandas as pd
+
+    cutoffs = getattr(split, "cutoffs", None)
+    if cutoffs is None or "n_lm" not in cutoffs.columns or split.history is None:
+        raise DataError("features.lm_history_stats needs a split with LM-history cutoffs "
+                        "(split.protocol: kar)")
+    threshold = float(getattr(split.config, "label_threshold", 4.0))
+    h = split.history.merge(cutoffs[["user_id", "n_lm"]], on="user_id", how="left")
+    lm = h[h["position"] < h["n_lm"]]
+    if lm["rating"].isna().all():
+        raise DataError("features.lm_history_stats needs ratings in the LM history")
+    g = lm.assign(pos=(lm["rating"] >= threshold).astype(np.float64),
+                  r=lm["rating"].astype(np.float64) / 5.0).groupby(
+        lm["user_id"].astype(str), sort=True)
+    out = pd.DataFrame({"lm_pos_share": g["pos"].mean(), "lm_mean_rating": g["r"].mean(),
+                        "lm_log_count": np.log1p(g.size().astype(np.float64))})
+    return out.astype(np.float32)
+
+
 def build_features(data, split, cfg: FeatureConfig | None = None) -> FeatureSet:
     """Encode ``split.samples`` of ``data`` into a :class:`FeatureSet` (vocabularies from train).
 
@@ -478,8 +508,15 @@ def build_features(data, split, cfg: FeatureConfig | None = None) -> FeatureSet:
             samples = samples.assign(position=0)
     if len(samples) == 0:
         raise DataError("the split has no samples to encode")
+    numeric_fields = list(cfg.numeric_fields)
+    if cfg.lm_history_stats:
+        stats = lm_history_stats(split)
+        samples = samples.merge(stats, left_on=samples["user_id"].astype(str),
+                                right_index=True, how="left").drop(columns="key_0")
+        samples[list(LM_STATS)] = samples[list(LM_STATS)].fillna(0.0)
+        numeric_fields += [f for f in LM_STATS if f not in numeric_fields]
     wanted = ["user_id", "item_id", "label", "position", "split", *cfg.context_fields,
-              *cfg.numeric_fields, *cfg.labels, *cfg.groups]
+              *numeric_fields, *cfg.labels, *cfg.groups]
     if cfg.timestamps:
         wanted.append("timestamp")
     for col in wanted:
@@ -667,7 +704,7 @@ def build_features(data, split, cfg: FeatureConfig | None = None) -> FeatureSet:
         tensors["time"] = torch.from_numpy(samples["timestamp"].to_numpy().astype(np.int64))
         tensors["hist_time"] = torch.from_numpy(np.asarray(hist_time).astype(np.int64))
     numeric = {}
-    for name in cfg.numeric_fields:
+    for name in numeric_fields:
         try:
             numeric[name] = samples[name].to_numpy().astype(np.float32)[:, None]
         except (TypeError, ValueError) as exc:

@@ -133,7 +133,8 @@ class KnowledgeAugmented(nn.Module):
                 score_hidden=cfg.score_hidden, value_dim=cfg.value_dim,
                 temperature=cfg.temperature, top_k=cfg.top_k, hard_filter=cfg.hard_filter,
                 field_gate=cfg.field_gate, esfnet=cfg.esfnet, alignment=cfg.alignment,
-                heads=cfg.heads, dehomogenise=cfg.dehomogenise)
+                heads=cfg.heads, dehomogenise=cfg.dehomogenise,
+                field_prior=cfg.field_prior)
             out_dim = D
         self.out_dim = out_dim
         if injection == "residual":

@@ -52,6 +52,8 @@ class AugmentConfig:
                                            "threshold (the best chunk of a field is always kept)")
     field_gate: Literal["softmax", "sigmoid"] = option(
         "softmax", help="KSER: field weights beta from an MLP over all field vectors")
+    field_prior: bool = option(False, help="KSER: add a learned logit per field (the same for "
+                                           "every entity) to the field gate")
     user_query_target: bool = option(True, help="KSER: the user-knowledge query also sees the "
                                                 "target item (target-aware chunk selection)")
 

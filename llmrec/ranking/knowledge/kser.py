@@ -68,7 +68,7 @@ class ESFNet(nn.Module):
     def __init__(self, n_fields: int, in_dim: int, query_dim: int, hidden: int = 32,
                  value_dim: int = 32, temperature: float = 1.0, top_k: int | None = None,
                  hard_filter: bool = False, field_gate: str = "softmax", scoring: bool = True,
-                 gate_hidden: int = 64) -> None:
+                 gate_hidden: int = 64, field_prior: bool = False) -> None:
         super().__init__()
         if field_gate not in ("softmax", "sigmoid"):
             raise ValueError(f"field_gate must be softmax or sigmoid, not {field_gate!r}")
@@ -84,6 +84,9 @@ class ESFNet(nn.Module):
             self.v = nn.Parameter(torch.empty(n_fields, hidden))
             self.gate = MLP(n_fields * value_dim, [gate_hidden], out_dim=n_fields)
             self.threshold = nn.Parameter(torch.zeros(n_fields)) if hard_filter else None
+            # a learned logit per field, the same for every entity: which fields are worth
+            # reading at all (the content-dependent gate above only re-weighs them per entity)
+            self.field_bias = nn.Parameter(torch.zeros(n_fields)) if field_prior else None
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -140,6 +143,8 @@ class ESFNet(nn.Module):
         if not self.scoring:
             return present.to(torch.float32)
         logits = self.gate(k.flatten(1)).float()
+        if self.field_bias is not None:
+            logits = logits + self.field_bias.float()
         if self.field_gate == "softmax":
             return masked_softmax(logits, present)
         return torch.sigmoid(logits) * present
@@ -235,14 +240,16 @@ class KSERExtractor(nn.Module):
                  query_slots: dict[str, int], embed_dim: int, *, score_hidden: int = 32,
                  value_dim: int = 32, temperature: float = 1.0, top_k: int | None = None,
                  hard_filter: bool = False, field_gate: str = "softmax", esfnet: bool = True,
-                 alignment: str = "attention", heads: int = 2, dehomogenise: bool = True) -> None:
+                 alignment: str = "attention", heads: int = 2, dehomogenise: bool = True,
+                 field_prior: bool = False) -> None:
         super().__init__()
         if alignment not in ("attention", "mlp"):
             raise ValueError(f"alignment must be attention or mlp, not {alignment!r}")
         self.dehomogenise = dehomogenise
         self.esf = nn.ModuleDict({
             k: ESFNet(n_fields[k], in_dim[k], query_slots[k] * embed_dim, score_hidden, value_dim,
-                      temperature, top_k, hard_filter, field_gate, scoring=esfnet)
+                      temperature, top_k, hard_filter, field_gate, scoring=esfnet,
+                      field_prior=field_prior)
             for k in n_fields})
         self.align = nn.ModuleDict({
             k: (AttentionAlignment(value_dim, embed_dim, heads) if alignment == "attention"

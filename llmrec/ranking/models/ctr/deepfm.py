@@ -1,5 +1,8 @@
 """DeepFM: a factorization machine and an MLP sharing one embedding, summed.
 
+``fm_dense: false`` keeps dense fields (knowledge vectors, numeric features) out of the
+second-order FM term: they still enter the linear term and the MLP, as in KAR's DeepFM.
+
 Guo, Tang, Ye, Li and He, "DeepFM: A Factorization-Machine based Neural Network for CTR
 Prediction", IJCAI 2017.
 """
@@ -23,13 +26,19 @@ def fm_interaction(fields: torch.Tensor) -> torch.Tensor:
 class DeepFM(Backbone):
     def __init__(self, spec: FeatureSpec, embed_dim: int = 32,
                  hidden: tuple[int, ...] = (400, 400, 400), dropout: float = 0.1,
-                 batch_norm: bool = False, activation: str = "relu") -> None:
+                 batch_norm: bool = False, activation: str = "relu",
+                 fm_dense: bool = True) -> None:
         super().__init__(spec, embed_dim)
+        self.fm_dense = fm_dense
         self.linear = LinearTerm(spec)
         self.mlp = MLP(self.flat_dim, list(hidden), out_dim=1, dropout=dropout,
                        batch_norm=batch_norm, activation=activation)
 
     def forward(self, batch: dict) -> dict:
-        fields = self.embed(batch).fields()
-        return {"logit": (self.linear(batch) + fm_interaction(fields)
+        e = self.embed(batch)
+        fields = e.fields()
+        fm_fields = fields
+        if not self.fm_dense and e.dense is not None:
+            fm_fields = fields[:, :fields.shape[1] - e.dense.shape[1]]  # dense fields come last
+        return {"logit": (self.linear(batch) + fm_interaction(fm_fields)
                           + self.mlp(fields.flatten(1)).squeeze(-1))}
