@@ -76,6 +76,15 @@ def records(result: dict, command: str) -> list[dict]:
                                  strategy="genetic" if not key.startswith("random")
                                  else "random equal norm",
                                  **beside, **common))
+    rw = s.get("rewrite")
+    if rw:  # LLM rewrites of the texts (first seed only)
+        for key, unit in (("gain_mean", "like-rate points (predicted)"),
+                          ("distance_mean", "cosine distance"), ("improved", "fraction")):
+            out.append(br.record("adsee", f"rewrite_{key}", rw[key], unit, env,
+                                 strategy="llm rewrite", llm=rw["llm"], budget=rw["budget"],
+                                 distance="cosine", n_rewrite_items=rw["n_items"],
+                                 generated=rw["generated"], rejected=rw["rejected"],
+                                 seed=cfg["seeds"][0], **beside, **common))
     return out
 
 

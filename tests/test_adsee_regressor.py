@@ -43,8 +43,9 @@ def synthetic(n=600, d=8, seed=0):
 
 
 def small_cfg(**kw):
-    return ClickRateConfig(model_args={"embed_dim": 8, "hidden": [32], "dropout": 0.0},
-                           batch_size=64, epochs=40, lr=3e-3, patience=6, **kw)
+    base = dict(model_args={"embed_dim": 8, "hidden": [32], "dropout": 0.0}, batch_size=64,
+                epochs=40, lr=3e-3, patience=6)
+    return ClickRateConfig(**{**base, **kw})
 
 
 def test_regression_on_dense_vectors_recovers_known_weights():
@@ -167,3 +168,4 @@ def test_ml1m_like_rates():
     assert len(r) == 2648  # ML-1M users 1-2999: items with >= 20 ratings
     assert r["rate"].between(0, 1).all() and r["n_ratings"].min() >= 20
     assert 0.4 < float(np.average(r["rate"], weights=r["n_ratings"])) < 0.7
+

@@ -29,11 +29,13 @@ import numpy as np
 
 from llmrec.adsee.editor import (EditorConfig, GeneticEditor, distances, pca_directions,
                                  projection_directions, random_edits)
+from llmrec.adsee.rewrite import RewriteConfig, RewriteEditor
 from llmrec.adsee.regressor import (ClickRateConfig, ClickRatePredictor, build_item_features,
                                     fit_regressor, heldout_report, item_rates, item_samples)
 from llmrec.config import option
 from llmrec.data.config import DataConfig
 from llmrec.errors import ConfigError, DataError
+from llmrec.llm.config import LLMConfig
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,12 @@ class AdseeConfig:
                                   help="distance budgets to search under (editor.distance)")
     seeds: list[int] = option([0, 1, 2], help="one study per seed")
     max_items: int = option(200, help="edit at most this many test items per seed")
+    rewrite_items: int = option(0, help="also search LLM rewrites of the texts of this many "
+                                        "edited test items (first seed only; 0 = off); they "
+                                        "are embedded with `embedder`")
+    rewrite: RewriteConfig = option(default_factory=RewriteConfig,
+                                    help="the text editor (its seed follows the study's seed)")
+    llm: LLMConfig = option(default_factory=LLMConfig, help="the LLM that writes the rewrites")
     output_dir: str = option("runs/adsee/ml1m", help="results.json (and the vector cache)")
 
     def __post_init__(self) -> None:
@@ -129,8 +137,10 @@ def nearest_distance(queries: np.ndarray, catalogue: np.ndarray,
 
 
 # -- one seed -------------------------------------------------------------------------------------
-def run_seed(cfg: AdseeConfig, data, rates, vectors: dict[str, np.ndarray], seed: int
-             ) -> dict[str, Any]:
+def run_seed(cfg: AdseeConfig, data, rates, vectors: dict[str, np.ndarray], seed: int,
+             encoder=None, backend=None) -> dict[str, Any]:
+    """One seed of the study (``encoder`` / ``backend``: for the rewrites, built from ``cfg``
+    when not given)."""
     rcfg = cfg.regressor
     samples = item_samples(rates, seed, rcfg.valid_frac, rcfg.test_frac)
     fs = build_item_features(data, samples, rcfg, vectors)
@@ -197,10 +207,49 @@ def run_seed(cfg: AdseeConfig, data, rates, vectors: dict[str, np.ndarray], seed
             "predicted_above_1": float((res.predicted > 1).mean()),
             "evaluations_per_item": int(res.evaluations), "search_seconds": round(search_s, 2),
         })
-    return {"seed": seed, "heldout": report, "fit": {
+    out_rw = None
+    if cfg.rewrite_items > 0 and seed == cfg.seeds[0]:
+        out_rw = rewrite_study(cfg, pred, edit_idx, item_ids, seed, encoder, backend)
+    return {"seed": seed, "heldout": report, "rewrite": out_rw, "fit": {
         "best_epoch": fit.get("best_epoch"), "valid": fit.get("valid"), "seconds": round(fit_s, 2),
         "n_train": int(len(train)), "n_test": int(len(test))}, "edits": rows,
         "direction_scales": [float(s) for s in scales]}
+
+
+def rewrite_study(cfg: AdseeConfig, pred: ClickRatePredictor, edit_idx: np.ndarray,
+                  item_ids: list[str], seed: int, encoder=None, backend=None
+                  ) -> dict[str, Any]:
+    """LLM rewrites of the first ``rewrite_items`` edited items' texts, scored by the predictor
+    on their ``embedder`` vectors (the gain against the original text embedded the same way)."""
+    from dataclasses import replace
+
+    texts = json.loads(Path(cfg.texts).read_text())
+    sel = np.array([i for i in edit_idx if item_ids[i] in texts][: cfg.rewrite_items])
+    if not len(sel):
+        raise DataError(f"none of the edited items has a text in {cfg.texts}")
+    originals = [str(texts[item_ids[i]]) for i in sel]
+    if encoder is None:
+        from llmrec.knowledge.embed import Encoder
+
+        encoder = Encoder(cfg.embedder)
+    if backend is None:
+        from llmrec.llm.config import load_backend
+
+        backend = load_backend(cfg.llm)
+    t0 = time.perf_counter()
+    res = RewriteEditor(replace(cfg.rewrite, seed=seed)).run(
+        originals, backend, lambda t: np.asarray(encoder.encode(t), dtype=np.float32),
+        lambda items, v: pred.predict(sel[np.asarray(items)], v))
+    return {"n_items": int(len(sel)), "budget": cfg.rewrite.budget, "llm": backend.identity(),
+            "embedder": cfg.embedder, "gain_mean": float(res.gain.mean()),
+            "distance_mean": float(res.distance.mean()),
+            "improved": float((res.gain > 0).mean()), "generated": res.generated,
+            "rejected": res.rejected, "seconds": round(time.perf_counter() - t0, 1),
+            "examples": [{"item_id": item_ids[i], "original": o, "best": t, "operator": op,
+                          "base": float(b), "predicted": float(p), "distance": float(d)}
+                         for i, o, t, op, b, p, d in zip(sel, originals, res.texts,
+                                                         res.operator, res.base, res.predicted,
+                                                         res.distance)]}
 
 
 def run_study(cfg: AdseeConfig) -> dict[str, Any]:
@@ -243,7 +292,9 @@ def summarise(per_seed: list[dict[str, Any]]) -> dict[str, Any]:
                 out[k] = _ms([s["edits"][j][k] for s in per_seed])
         out["within_budget"] = all(s["edits"][j]["within_budget"] for s in per_seed)
         edits.append(out)
-    return {"heldout": held, "edits": edits}
+    rw = next((s["rewrite"] for s in per_seed if s.get("rewrite")), None)
+    return {"heldout": held, "edits": edits, "rewrite": rw and {
+        k: v for k, v in rw.items() if k != "examples"}}
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -270,4 +321,10 @@ def format_table(result: dict[str, Any]) -> str:
                      f"{r['nn_distance_original']['mean']:.3f} | "
                      f"{r['nearest_is_self']['mean']:.2f} | "
                      f"{r['outside_catalogue_range']['mean']:.2f} |")
+    rw = s.get("rewrite")
+    if rw:
+        lines += ["", f"LLM rewrites ({rw['llm']['model']}, {rw['n_items']} items, first seed, "
+                      f"cosine budget {rw['budget']:g}): predicted gain {rw['gain_mean']:.4f}, "
+                      f"improved {rw['improved']:.2f}, distance {rw['distance_mean']:.3f}, "
+                      f"{rw['rejected']} of {rw['generated']} children rejected"]
     return "\n".join(lines)
