@@ -1,10 +1,12 @@
-"""``llmrec finetune``: fine-tuning recipes for conversational agents (ECPO)."""
+"""``llmrec finetune``: fine-tuning recipes (ECPO for conversational agents; domain
+post-training)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from llmrec.finetune.domain import DomainConfig
 from llmrec.finetune.ecpo import EcpoConfig
 
 
@@ -64,6 +66,16 @@ def _ecpo(cfg: EcpoConfig, args) -> int:
     return 0
 
 
+def _domain(cfg: DomainConfig, args) -> int:
+    from llmrec.finetune.domain.report import print_summary
+    from llmrec.finetune.domain import Domain
+
+    runner = Domain(cfg)
+    print_summary(runner.run())
+    print(f"\nartifacts in {runner.out}")
+    return 0
+
+
 def register(subparsers) -> None:
     from llmrec.cli import add_config_command
 
@@ -81,3 +93,12 @@ def register(subparsers) -> None:
                     "expectation confirmation -> rewrites -> DPO (new LoRA on top of SGPT) -> "
                     "base | SGPT | ECPO | ECPO without EC on held-out tasks. Every stage's "
                     "artifact goes under --out; a rerun skips finished stages.")
+    add_config_command(
+        sub, "domain", DomainConfig, _domain, outputs=lambda c: [(c.out, "--out")],
+        help="domain post-training (RedOne): CPT -> multi-task SFT -> DPO, and the eight-task "
+             "suite over base / CPT / CPT+SFT / CPT+SFT+DPO / one model per task",
+        description="Run or resume domain post-training: continued pre-training on domain text "
+                    "(all tokens) mixed with general self-replay, SFT on the suite's training "
+                    "rows (answers only), DPO on the SFT model's checkable samples, then every "
+                    "variant on the held-out sets. Every artifact goes under --out; a rerun "
+                    "skips finished stages and resumes a killed one from its last checkpoint.")
