@@ -36,13 +36,13 @@ DATASET = {"genre": "ml-1m", "plot_title": "ml-1m", "next_item": "ml-1m (users 1
            "reply": "redial", "general": "general prompts (self-replay)"}
 # every count and step cut down so the whole pipeline runs on a shared CPU in minutes
 SMOKE = [
-    "--suite.n_train=4", "--suite.n_eval=4", "--suite.knowledge_tokens=32", "--suite.reply_tokens=16",
-    "--suite.genre_tokens=12", "--suite.general_tokens=24", "--suite.general_held_out=3",
-    "--cpt.max_docs=16", "--cpt.replay_samples=1", "--cpt.train.max_steps=2", "--cpt.train.batch_size=2",
-    "--cpt.train.max_length=256", "--sft.train.max_steps=3", "--sft.train.batch_size=2",
-    "--dpo.prompts_per_task=2", "--dpo.samples=2", "--dpo.max_new_tokens=12",
-    "--dpo.train.max_steps=1", "--dpo.train.batch_size=2", "--dpo.train.grad_accum=1",
-    "--eval.llm.batch_size=16"]
+    "--suite.n_train=4", "--suite.n_eval=4", "--suite.knowledge_tokens=32",
+    "--suite.reply_tokens=16", "--suite.genre_tokens=12", "--suite.general_tokens=24",
+    "--suite.general_held_out=3", "--cpt.max_docs=16", "--cpt.replay_samples=1",
+    "--cpt.train.max_steps=2", "--cpt.train.batch_size=2", "--cpt.train.max_length=256",
+    "--sft.train.max_steps=3", "--sft.train.batch_size=2", "--dpo.prompts_per_task=2",
+    "--dpo.samples=2", "--dpo.max_new_tokens=12", "--dpo.train.max_steps=1",
+    "--dpo.train.batch_size=2", "--dpo.train.grad_accum=1", "--eval.llm.batch_size=16"]
 
 
 def run(args) -> int:

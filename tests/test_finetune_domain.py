@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
-
 import pytest
 
 from llmrec.finetune.domain import metrics as M
@@ -43,7 +41,8 @@ def test_answer_parsing_and_checks():
     assert T.check_answer({"task": "plot_title", "completion": "C"}, "C. Heat (1995)") is True
     assert T.check_answer({"task": "plot_title", "completion": "C"}, "B") is False
     assert T.check_answer({"task": "rating", "completion": "No"}, "no, they will not") is True
-    assert T.check_answer({"task": "next_item", "completion": "Heat (1995)"}, "heat (1995).") is True
+    assert T.check_answer({"task": "next_item", "completion": "Heat (1995)"},
+                          "heat (1995).") is True
 
 
 def test_redial_speakers_alternate_back_from_the_seeker():
@@ -275,3 +274,21 @@ def test_no_leakage_on_the_real_data():
     assert leakage(rows, held) == []
     assert not set(src.eval_items) & set(src.train_items)
     assert not set(src.eval_users) & set(src.train_users)
+
+
+def test_general_mix_ratio_and_config_errors():
+    from llmrec.config import load_config
+    from llmrec.errors import ConfigError
+    from llmrec.finetune.domain import DomainConfig, mix_general
+
+    domain = [{"text": "x" * 300, "source": "d"}] * 10
+    replay = [{"text": "y" * 100, "source": "g"}] * 2
+    docs, st = mix_general(domain, replay, 0.25, 0)
+    # 3000 domain characters -> at least 1000 general ones (0.25 of the total)
+    assert st["general_char_share"] == pytest.approx(0.25, abs=0.01)
+    assert st["replay_repeats"] == 5.0 and len(docs) == 20
+    assert mix_general(domain, replay, 0.0, 0)[1]["general_char_share"] == 0.0
+    with pytest.raises(ConfigError, match="learning_rat"):
+        load_config(DomainConfig, None, ["--cpt.train.learning_rat=1e-4"])
+    with pytest.raises((ConfigError, ValueError), match="eval.variants"):
+        load_config(DomainConfig, None, ["--eval.variants=[base,nope]"])

@@ -68,7 +68,8 @@ class TrainConfig:
 
 
 def cpt_defaults() -> TrainConfig:
-    """RedOne-style CPT of a small model: full fine-tuning, lr 5e-5, one epoch, 1024-token blocks."""
+    """CPT of a small model (the spec's): full fine-tuning, lr 5e-5, one epoch, 1024-token
+    blocks."""
     return TrainConfig(method="full", learning_rate=5e-5, max_length=1024, batch_size=8)
 
 
