@@ -48,7 +48,8 @@ __all__ = ["PENS_URL", "FILES", "PensData", "load_pens", "read_news", "read_impr
 def _missing(path: Path, what: str) -> DataError:
     return DataError(f"PENS file {path.name} not found in {path.parent} ({what}). Get the PENS "
                      f"release from {PENS_URL} (Microsoft Research License Terms), unpack it and "
-                     f"point --data.path at the folder holding {', '.join(FILES.values())}")
+                     f"give the folder holding {', '.join(FILES.values())} as the data path "
+                     f"(llmrec headline: --data_path=DIR)")
 
 
 def _lines(path: Path, header: tuple[str, ...], what: str, *, header_required: bool,
@@ -216,8 +217,9 @@ def load_pens(path: str | Path, parts: tuple[str, ...] = ("test", "news", "train
     (a :class:`DataError` names the missing one and where to get it)."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
-        raise DataError(f"PENS folder {folder} does not exist; point --data.path at the folder "
-                        f"holding {', '.join(FILES.values())} (from {PENS_URL})")
+        raise DataError(f"PENS folder {folder} does not exist; give the folder holding "
+                        f"{', '.join(FILES.values())} (from {PENS_URL}) as the data path "
+                        f"(llmrec headline: --data_path=DIR)")
     bad = sorted(set(parts) - set(FILES))
     if bad:
         raise DataError(f"unknown PENS part(s) {bad}; choose from {sorted(FILES)}")

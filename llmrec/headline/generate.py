@@ -25,6 +25,7 @@ import logging
 import random
 import re
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -35,13 +36,14 @@ from llmrec.errors import ConfigError
 from llmrec.headline.filters import STAGES, FilterConfig
 from llmrec.headline.profiles import FUSIONS, ProfileConfig
 from llmrec.llm.config import LLMConfig
+from llmrec.llm.tuning import LoraSFTConfig
 
 log = logging.getLogger(__name__)
 
 BASELINES = ("own_oracle", "own_retrieved", "other_writer", "other_writer_best")
 
-__all__ = ["HeadlineEvalConfig", "BASELINES", "clean_headline", "reference_baselines",
-           "run_eval", "generate_headlines"]
+__all__ = ["HeadlineEvalConfig", "HeadlineSFTConfig", "BASELINES", "clean_headline",
+           "reference_baselines", "run_eval", "generate_headlines", "sft_rows", "run_sft"]
 
 
 @dataclass
@@ -391,3 +393,110 @@ def _baseline_table(rows: list[dict]) -> str:
             cells.append(f"{np.mean(v):.4f} +- {np.std(v, ddof=1) if len(v) > 1 else 0:.4f}")
         lines.append(f"{b:20} {cells[0]:>15} {cells[1]:>15} {cells[2]:>15} {rs[0]['n']:5d}")
     return "\n".join(lines)
+
+
+# -- LoRA SFT on proxy targets ------------------------------------------------------------------
+
+@dataclass
+class HeadlineSFTConfig:
+    data_path: str = option("../shared/data/pens-test",
+                            help="PENS folder with news.tsv and train.tsv (the proxy targets)")
+    base_model: str = option("smollm2", help="model to tune: 'smollm2' or a local folder")
+    stages: str = option("dwell+burst", help=f"filter of the history in each prompt, one of "
+                                             f"{', '.join(STAGES)} (news needs MiniLM)")
+    fusion: str = option("short+long", help=f"profile levels in each prompt, one of "
+                                            f"{', '.join(FUSIONS)}")
+    filter: FilterConfig = option(default_factory=FilterConfig, help="filter thresholds")
+    profile: ProfileConfig = option(default_factory=ProfileConfig, help="profile settings")
+    max_rows: int | None = option(20000, help="at most this many SFT rows (file order)")
+    max_body_chars: int = option(1500, help="truncate bodies in prompts to this many characters")
+    lora: LoraSFTConfig = option(default_factory=lambda: LoraSFTConfig(max_length=768),
+                                 help="LoRA SFT hyper-parameters")
+    out: str = option("runs/headline/sft", help="folder for the merged model (written atomically)")
+
+    def __post_init__(self) -> None:
+        if self.stages not in STAGES:
+            raise ValueError(f"stages must be one of {', '.join(STAGES)}, got {self.stages!r}")
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+
+
+def sft_rows(pens, cfg: HeadlineSFTConfig, embed_fn: Callable | None = None) -> list[dict]:
+    """Proxy SFT rows from ``train.tsv`` (PENS has no personalised training headlines).
+
+    For each impression and each clicked news of it (``pos``) whose article is in news.tsv: the
+    prompt is ``generate.jinja`` with the profile of the impression's click history (filtered
+    by ``cfg.stages``; the history precedes the impression) and the clicked article's body; the
+    completion is that news' original headline. With a dwell stage, a click below
+    ``min_dwell_s`` is no target either."""
+    import pandas as pd
+
+    from llmrec.headline.filters import denoise
+    from llmrec.headline.profiles import build_profile, nearest, prompt_messages
+
+    pens.require("news", "train")
+    news = pens.news_index()
+    fcfg = dataclasses.replace(cfg.filter, stages=cfg.stages)
+    need_embed = "news" in cfg.stages or "nearest" in cfg.fusion
+    if need_embed and embed_fn is None:
+        embed_fn = _minilm()
+    rows: list[dict] = []
+    for imp in pens.train.itertuples(index=False):
+        hist = pd.DataFrame({"user_id": imp.user_id, "position": range(len(imp.clicks)),
+                             "news_id": imp.clicks, "dwell_s": np.asarray(imp.dwell_s, float),
+                             "time_s": np.asarray(imp.time_s, float)})
+        hist = hist[hist["news_id"].isin(news.index)].reset_index(drop=True)
+        embed = None
+        if "news" in cfg.stages and len(hist):
+            ids = list(dict.fromkeys(hist["news_id"]))
+            embed = dict(zip(ids, embed_fn([str(news.loc[i, "headline"]) for i in ids])))
+        kept = denoise(hist, fcfg, embed=embed)
+        kept = kept[kept["kept"]]
+        ids = list(kept["news_id"])
+        titles = [str(news.loc[i, "headline"]) for i in ids]
+        labels = [[str(news.loc[i, "category"]), str(news.loc[i, "topic"])] for i in ids]
+        for n, d in zip(imp.pos, imp.dwell_pos_s):
+            if n not in news.index or ("dwell" in cfg.stages and d < cfg.filter.min_dwell_s):
+                continue
+            art = news.loc[n]
+            body = str(art["body"])[:cfg.max_body_chars]
+            near = ()
+            if "nearest" in cfg.fusion and titles:
+                near = nearest(embed_fn(titles), titles, embed_fn([body[:500]])[0],
+                               cfg.profile.k_near)
+            ctx = build_profile(cfg.fusion, titles, labels, kept["time_s"].to_numpy(float),
+                                cfg.profile, near=near)
+            ctx.update(body=body, category=art["category"], topic=art["topic"])
+            rows.append({"prompt": prompt_messages("generate", ctx),
+                         "completion": [{"role": "assistant", "content": str(art["headline"])}],
+                         "user_id": imp.user_id, "news_id": n})
+            if cfg.max_rows is not None and len(rows) >= cfg.max_rows:
+                return rows
+    return rows
+
+
+def run_sft(cfg: HeadlineSFTConfig, *, out=print) -> dict[str, Any]:
+    """Build the proxy rows, LoRA-SFT the base model on them, save the merged model to
+    ``cfg.out`` (atomically) with a summary (``headline_sft.json``) beside it."""
+    from llmrec.artifacts import atomic_dir, provenance, write_json_atomic
+    from llmrec.data.pens import load_pens
+    from llmrec.headline.profiles import prompt_hash
+    from llmrec.llm.hf import resolve_model_path
+    from llmrec.llm.tuning import require_trl, sft_lora
+
+    require_trl()
+    pens = load_pens(cfg.data_path, parts=("news", "train"), require=("news", "train"))
+    rows = sft_rows(pens, cfg)
+    if not rows:
+        raise ConfigError(f"no SFT rows: no clicked news of {pens.path / 'train.tsv'} is in "
+                          f"news.tsv (or every click is below min_dwell_s)")
+    out(f"{len(rows)} proxy SFT rows ({cfg.stages}, {cfg.fusion}) from {pens.path}")
+    base = resolve_model_path(cfg.base_model)
+    with atomic_dir(cfg.out) as tmp:
+        summary = sft_lora(base, rows, tmp, cfg.lora)
+        summary.update(prompt_hash=prompt_hash("generate"), stages=cfg.stages, fusion=cfg.fusion,
+                       provenance=provenance(cfg))
+        write_json_atomic(Path(tmp) / "headline_sft.json", summary)
+    out(f"SFT: {summary['steps']} steps, loss {summary['first_loss']} -> {summary['last_loss']}; "
+        f"merged model in {cfg.out} (evaluate with --models=[{cfg.out}])")
+    return summary
