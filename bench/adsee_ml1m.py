@@ -36,6 +36,7 @@ EDIT_METRICS = {  # row key -> (metric name, unit)
     "nn_distance_original": ("nn_distance_original", "cosine distance"),
     "nearest_is_self": ("nearest_is_self", "fraction"),
     "outside_catalogue_range": ("outside_catalogue_range", "fraction"),
+    "outside_catalogue_range_original": ("outside_catalogue_range_original", "fraction"),
     "nn_true_rate_gain": ("nn_true_rate_gain_edited", "like-rate points (observed)"),
     "nn_true_rate_gain_original": ("nn_true_rate_gain_original", "like-rate points (observed)"),
     "predicted_above_1": ("predicted_above_1", "fraction"),

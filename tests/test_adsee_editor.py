@@ -194,3 +194,8 @@ def test_fitness_of_the_wrong_shape_is_refused():
     with pytest.raises(ConfigError, match="shape"):
         GeneticEditor(EditorConfig(population=4, parents=2, generations=1)).run(
             lambda v: v.sum(-1).ravel(), np.ones((2, 3)), np.eye(3))
+
+
+def test_projection_with_more_directions_than_its_rank_names_the_fix():
+    with pytest.raises(ConfigError, match="n_directions or widen"):
+        projection_directions(np.ones((4, 10)), np.ones((5, 10)), 6)

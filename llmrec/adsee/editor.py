@@ -47,13 +47,14 @@ class EditorConfig:
 
     population: int = option(30, help="individuals per item (AdSEE: 30)")
     generations: int = option(30, help="generations after the initial population (AdSEE: 5; "
-                                       "with its steps the genes could not reach our budgets)")
+                                       "with its mutation steps no budget here binds)")
     parents: int = option(10, help="fittest individuals kept as parents each generation "
                                    "(AdSEE: 10)")
     mutation_rate: float = option(0.2, help="probability that a child's gene mutates (AdSEE: 0.2)")
-    mutation_size: float = option(0.2, help="a mutation moves a gene by +- this (AdSEE: 0.01, "
-                                            "too small to reach a cosine budget of 0.01 in 30 "
-                                            "generations here); rounded to the gene grid")
+    mutation_size: float = option(0.2, help="a mutation moves a gene by +- this (AdSEE: 0.01: "
+                                            "with it and 5 generations ML-1M edits moved a "
+                                            "cosine distance of 0.0005); rounded to the gene "
+                                            "grid")
     gene_low: float = option(-1.5, help="smallest gene value (AdSEE: -1.5)")
     gene_high: float = option(1.5, help="largest gene value (AdSEE: 1.5)")
     gene_step: float = option(0.01, help="gene grid: every gene is a multiple of this "
@@ -164,7 +165,9 @@ def projection_directions(weight: np.ndarray, vectors: np.ndarray, k: int,
     with the standard deviation of ``vectors`` along each as its scale."""
     w = np.asarray(weight, dtype=np.float64)
     if w.ndim != 2 or k < 1 or k > min(w.shape):
-        raise ConfigError(f"projection_directions: need 1 <= k <= min{w.shape}, got k={k}")
+        raise ConfigError(f"projection directions: a map of shape {w.shape} has at most "
+                          f"{min(w.shape)} singular directions, {k} were asked for; lower "
+                          f"n_directions or widen the predictor's embed_dim")
     _, _, vt = np.linalg.svd(w, full_matrices=False)
     u = _fix_signs(vt[:k])
     x = np.asarray(vectors, dtype=np.float64)

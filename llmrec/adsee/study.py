@@ -13,7 +13,12 @@ item vector other than the item itself, beside the same distance for the unedite
 share of edited vectors whose nearest real vector is still their own original; and the share
 whose coordinate along some edit direction leaves the range the training items span. A gain that
 comes with vectors far from every item (or outside the catalogue's range) is the predictor
-extrapolating, not a text anyone could write.
+extrapolating, not a text anyone could write. Also: the observed like rate of the real item
+nearest to each edited vector (other than itself) minus the item's own, beside the same for the
+unedited vector: whether the edit points toward items people did like more.
+
+With ``rewrite_items`` the first seed also runs the text variant (:mod:`llmrec.adsee.rewrite`):
+LLM rewrites of those items' texts, embedded with ``embedder`` and scored by the same predictor.
 """
 
 from __future__ import annotations
@@ -169,6 +174,8 @@ def run_seed(cfg: AdseeConfig, data, rates, vectors: dict[str, np.ndarray], seed
     edit_idx = np.sort(order[: cfg.max_items])
     origins = all_vec[edit_idx]
     nn_orig, nn_orig_which = nearest_distance(origins, all_vec, exclude=edit_idx)
+    proj_orig = (origins - train_vec.mean(0)) @ dirs.T
+    outside_orig = float(((proj_orig < lo) | (proj_orig > hi)).any(1).mean())
 
     def fitness(v: np.ndarray) -> np.ndarray:
         return pred.predict(edit_idx, v)
@@ -202,6 +209,7 @@ def run_seed(cfg: AdseeConfig, data, rates, vectors: dict[str, np.ndarray], seed
             "nn_distance_original": float(nn_orig.mean()),
             "nearest_is_self": float((self_which == edit_idx).mean()),
             "outside_catalogue_range": float(outside.mean()),
+            "outside_catalogue_range_original": outside_orig,
             "nn_true_rate_gain": float((y[nn_which] - y[edit_idx]).mean()),
             "nn_true_rate_gain_original": float((y[nn_orig_which] - y[edit_idx]).mean()),
             "predicted_above_1": float((res.predicted > 1).mean()),
