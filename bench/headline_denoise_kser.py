@@ -84,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default="din,deepfm")
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--workers", type=int, default=8)
-    ap.add_argument("--time-limit", type=float, default=None)
+    ap.add_argument("--time-limit", type=float, default=None,
+                    help="train: kser_quality.py --time-limit of each of the two runs")
+    ap.add_argument("--skip-existing", default=None, metavar="JSONL",
+                    help="train: run only the cells this file lacks (kser_quality.py "
+                         "--skip-existing; the cache folder tells raw from denoised)")
     ap.add_argument("--out", default=None, help="train/smoke: folder of the JSONL file")
     args = ap.parse_args(argv)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
@@ -108,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
              "--train.batch_size=4096"]
     if args.time_limit:
         train += ["--time-limit", str(args.time_limit)]
+    if args.skip_existing:
+        train += ["--skip-existing", args.skip_existing]
     if args.stage == "smoke":
         # tiny: 4 users' knowledge (the rest get zeros), 8 new tokens on the CPU, user
         # knowledge only (no item embedding), one DIN epoch, one seed, kar only
