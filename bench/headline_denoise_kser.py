@@ -20,7 +20,10 @@ in ``W/cache_raw`` the same way with the filter off.
 ``train`` calls ``bench/kser_quality.py`` once per cache with the flags of the recorded ML-1M table
 (``--train.patience=1 --train.epochs=8 --train.batch_size=4096``), variants kar,kser, and the
 condition named in each record (``user knowledge: raw`` / ``user knowledge: denoised ...``), into
-``OUT/headline_denoise_kser.jsonl`` (benchmark ``headline_denoise_kser``).
+``OUT/headline_denoise_kser_raw.jsonl`` and ``OUT/headline_denoise_kser_denoised.jsonl``
+(benchmark ``headline_denoise_kser``; append both to ``bench/results/headline_denoise_kser.jsonl``).
+A stage cut short by ``--time-limit`` is completed by the same command with ``--skip-existing OUT``
+and a new ``--out``.
 """
 
 from __future__ import annotations
@@ -86,9 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--time-limit", type=float, default=None,
                     help="train: kser_quality.py --time-limit of each of the two runs")
-    ap.add_argument("--skip-existing", default=None, metavar="JSONL",
-                    help="train: run only the cells this file lacks (kser_quality.py "
-                         "--skip-existing; the cache folder tells raw from denoised)")
+    ap.add_argument("--skip-existing", default=None, metavar="DIR",
+                    help="train: the --out folder of an earlier, cut-short train stage: each run "
+                         "does only the cells its file there lacks (kser_quality.py "
+                         "--skip-existing)")
     ap.add_argument("--out", default=None, help="train/smoke: folder of the JSONL file")
     args = ap.parse_args(argv)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
@@ -106,14 +110,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.out:
         ap.error(f"{args.stage} needs --out")
-    out = str(Path(args.out) / "headline_denoise_kser.jsonl")
+    outs = {k: str(Path(args.out) / f"headline_denoise_kser_{k}.jsonl") for k in ("raw", "denoised")}
+
+    def skip(kind: str) -> list[str]:
+        old = Path(args.skip_existing or "") / Path(outs[kind]).name
+        return ["--skip-existing", str(old)] if args.skip_existing and old.is_file() else []
     train = ["--models", args.models, "--seeds", args.seeds, "--workers", str(args.workers),
              f"--knowledge.embedder={args.minilm}", "--train.patience=1", "--train.epochs=8",
              "--train.batch_size=4096"]
     if args.time_limit:
         train += ["--time-limit", str(args.time_limit)]
-    if args.skip_existing:
-        train += ["--skip-existing", args.skip_existing]
     if args.stage == "smoke":
         # tiny: 4 users' knowledge (the rest get zeros), 8 new tokens on the CPU, user
         # knowledge only (no item embedding), one DIN epoch, one seed, kar only
@@ -124,11 +130,13 @@ def main(argv: list[str] | None = None) -> int:
                  f"--knowledge.embedder={args.minilm}", "--knowledge.kinds=[user]",
                  "--knowledge.embed_device=cpu", "--train.epochs=1", "--train.batch_size=4096",
                  "--train.device=cpu"]
-        _train(args.ml1m, raw, "smoke: user knowledge: raw", out, train + ["--variants", "kar"])
-        _train(args.ml1m, den, "smoke: " + DENOISED, out, train + ["--variants", "kar"])
+        _train(args.ml1m, raw, "smoke: user knowledge: raw", outs["raw"],
+               train + ["--variants", "kar"])
+        _train(args.ml1m, den, "smoke: " + DENOISED, outs["denoised"],
+               train + ["--variants", "kar"])
         return 0
-    _train(args.ml1m, raw, "user knowledge: raw", out, train)
-    _train(args.ml1m, den, DENOISED, out, train)
+    _train(args.ml1m, raw, "user knowledge: raw", outs["raw"], train + skip("raw"))
+    _train(args.ml1m, den, DENOISED, outs["denoised"], train + skip("denoised"))
     return 0
 
 
