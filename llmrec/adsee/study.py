@@ -265,8 +265,8 @@ def run_study(cfg: AdseeConfig) -> dict[str, Any]:
     from llmrec.config import to_dict
     from llmrec.data.loaders import load_data
 
+    vectors, source = load_vectors(cfg)  # first: a bad path fails before the data loads
     data = load_data(DataConfig(name=cfg.data_name, path=cfg.data_path))
-    vectors, source = load_vectors(cfg)
     rates = item_rates(data.df("interactions"), cfg.regressor.min_ratings,
                        cfg.regressor.like_threshold)
     have = rates["item_id"].astype(str).isin(vectors)
