@@ -69,7 +69,9 @@ def make_cfg(base, model: str, seed: int, method: str, folder: str | None, kind:
         cfg.knowledge.item_embeddings = cfg.knowledge.user_embeddings = None
         cfg.knowledge.kinds = [kind]
         for k, v in overrides.items():
-            if k.startswith("model_args."):
+            if k == "strategy":
+                cfg.strategy = v
+            elif k.startswith("model_args."):
                 cfg.model_args[k.split(".", 1)[1]] = v
             elif k.startswith("train."):
                 setattr(cfg.train, k.split(".", 1)[1], v)

@@ -473,7 +473,7 @@ def lm_history_stats(split):
     if cutoffs is None or "n_lm" not in cutoffs.columns or split.history is None:
         raise DataError("features.lm_history_stats needs a split with LM-history cutoffs "
                         "(split.protocol: kar)")
-    threshold = float(getattr(split.config, "label_threshold", 4.0))
+    threshold = float(getattr(getattr(split, "config", None), "label_threshold", 4.0))
     h = split.history.merge(cutoffs[["user_id", "n_lm"]], on="user_id", how="left")
     lm = h[h["position"] < h["n_lm"]]
     if lm["rating"].isna().all():

@@ -212,7 +212,8 @@ def _run_augmented(cfg: RankConfig, fs) -> dict[str, Any]:
     """``rank train`` with ``augment: kar|kser`` (either strategy); see
     :mod:`llmrec.ranking.knowledge.augment`."""
     from llmrec.config import to_dict
-    from llmrec.ranking.knowledge.augment import build_augmented, field_means, resolve_injection
+    from llmrec.ranking.knowledge.augment import (build_augmented, field_means, input_scales,
+                                                  resolve_injection)
     from llmrec.ranking.knowledge.store import coverage, load_knowledge
     from llmrec.ranking.trainer import Trainer, seed_everything
 
@@ -228,9 +229,10 @@ def _run_augmented(cfg: RankConfig, fs) -> dict[str, Any]:
                              else (None, None))
     seed_everything(cfg.train.seed)
     means = field_means(tables, fs) if cfg.augment == "kser" else None
+    scales = input_scales(tables, fs, cfg.augment, means) if kcfg.rescale else None
     args = dict(cfg.model_args)
     model = build_augmented(cfg.model, args, fs.spec, tables, cfg.augment, kcfg, injection,
-                            backbone=backbone, means=means)
+                            backbone=backbone, means=means, scales=scales)
     trainer = Trainer(model, fs, cfg.train, output_dir=cfg.output_dir, run_config=cfg,
                       task=cfg.task)
     augment = {"method": cfg.augment, "strategy": cfg.strategy, "injection": injection,

@@ -151,7 +151,13 @@ class Trainer:
         self._graph_mode = self.step_kind == "graph"
         # frozen parameters (extractor-only knowledge training) get no optimiser state at all
         self.trainable = [p for p in self.module.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.trainable, lr=cfg.lr, betas=tuple(cfg.betas),
+        # a model may ask for parameter groups with their own learning-rate factor
+        # (knowledge.lr_scale: the knowledge extractor); one group otherwise
+        groups = getattr(self.module, "optimizer_groups", None)
+        groups = groups() if callable(groups) else None
+        params = ([{"params": g["params"], "lr": cfg.lr * g.get("lr_scale", 1.0)}
+                   for g in groups if g["params"]] if groups else self.trainable)
+        self.optimizer = torch.optim.Adam(params, lr=cfg.lr, betas=tuple(cfg.betas),
                                           weight_decay=cfg.weight_decay, fused=fused or None,
                                           capturable=self._graph_mode)
         # task.mto other than base: the method's backward and optimiser (llmrec.ranking.mto)

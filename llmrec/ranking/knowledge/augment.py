@@ -89,7 +89,8 @@ class KnowledgeAugmented(nn.Module):
 
     def __init__(self, backbone: nn.Module, method: str, tables: dict[str, KnowledgeTable],
                  cfg, injection: str = "fields", freeze_backbone: bool = False,
-                 means: dict[str, torch.Tensor] | None = None) -> None:
+                 means: dict[str, torch.Tensor] | None = None,
+                 scales: dict[str, torch.Tensor] | None = None) -> None:
         super().__init__()
         if method not in ("kar", "kser"):
             raise ValueError(f"method must be kar or kser, not {method!r}")
@@ -105,6 +106,8 @@ class KnowledgeAugmented(nn.Module):
         self.infonce_temperature = float(getattr(cfg, "infonce_temperature", 0.1))
         self.user_query_target = bool(getattr(cfg, "user_query_target", True))
         self.frozen = freeze_backbone
+        self.rescale = bool(getattr(cfg, "rescale", False))
+        self.lr_scale = float(getattr(cfg, "lr_scale", 1.0))
         D = backbone.embed_dim
         # the tables are data, not weights: non-persistent, so checkpoints stay small; the field
         # means are part of the model (KSER subtracts the training corpus's means at test time)
@@ -118,6 +121,9 @@ class KnowledgeAugmented(nn.Module):
                 mu = (means or {}).get(k, torch.zeros(t.n_fields, t.dim))
                 self.register_buffer(f"mu_{k}", mu.clone().float())
             self.register_buffer(f"has_{k}", t.has.clone(), persistent=False)
+            if self.rescale:  # part of the model, like the means
+                self.register_buffer(f"scale_{k}", torch.as_tensor(
+                    (scales or {}).get(k, 1.0), dtype=torch.float32).reshape(()).clone())
         if method == "kar":
             self.extractor = HybridExpertAdaptor({k: t.dim for k, t in tables.items()},
                                                  cfg.kar_shared_experts, cfg.kar_specific_experts,
@@ -153,6 +159,17 @@ class KnowledgeAugmented(nn.Module):
             backbone.eval()
 
     # -------------------------------------------------------------------------------------------
+    def optimizer_groups(self) -> list[dict] | None:
+        """With ``knowledge.lr_scale`` != 1: the backbone's trainable parameters at the base
+        learning rate, everything else (extractor, residual gates) at ``lr_scale`` times it."""
+        if self.lr_scale == 1.0:
+            return None
+        own = {id(p) for p in self.backbone.parameters()}
+        trainable = [p for p in self.parameters() if p.requires_grad]
+        return [{"params": [p for p in trainable if id(p) in own], "lr_scale": 1.0},
+                {"params": [p for p in trainable if id(p) not in own],
+                 "lr_scale": self.lr_scale}]
+
     def train(self, mode: bool = True) -> KnowledgeAugmented:
         super().train(mode)
         if self.frozen:
@@ -161,7 +178,7 @@ class KnowledgeAugmented(nn.Module):
 
     def buffers_of(self, kind: str) -> dict[str, torch.Tensor]:
         return {name: getattr(self, f"{name}_{kind}") for name in
-                ("vectors", "chunk_field", "index", "mu", "has", "whole")
+                ("vectors", "chunk_field", "index", "mu", "has", "whole", "scale")
                 if hasattr(self, f"{name}_{kind}")}
 
     def queries(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -195,6 +212,8 @@ class KnowledgeAugmented(nn.Module):
         info: dict[str, Any] = {}
         if self.method == "kar":
             x = {k: getattr(self, f"whole_{k}")[rows[k]] for k in self.kinds}
+            if self.rescale:
+                x = {k: v * getattr(self, f"scale_{k}") for k, v in x.items()}
             out = self.extractor(x)
             for k in self.kinds:
                 has = getattr(self, f"has_{k}")[rows[k]]
@@ -205,7 +224,7 @@ class KnowledgeAugmented(nn.Module):
         for k in self.kinds:
             b = self.buffers_of(k)
             vec, det = self.extractor(k, b["vectors"], self.field_slices[k], b["chunk_field"],
-                                      b["mu"], b["index"][rows[k]], queries[k])
+                                      b["mu"], b["index"][rows[k]], queries[k], b.get("scale"))
             vecs[k] = vec
             if details:
                 info[k] = det
@@ -242,10 +261,32 @@ def field_means(tables: dict[str, KnowledgeTable], fs) -> dict[str, torch.Tensor
     return {k: t.field_means(training_rows(fs, k)) for k, t in tables.items()}
 
 
+def input_scales(tables: dict[str, KnowledgeTable], fs, method: str,
+                 means: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Per kind, 1 / the per-dimension RMS of the vectors the extractor reads, over the entities
+    the training samples use: KAR's whole vectors, KSER's chunks minus their field means."""
+    out = {}
+    for k, t in tables.items():
+        rows = training_rows(fs, k)
+        rows = rows[t.has[rows]]
+        if method == "kar":
+            v = t.whole[rows]
+        else:
+            ids = torch.unique(t.index[rows].reshape(-1))
+            ids = ids[ids > 0]
+            v = t.vectors[ids]
+            if means is not None and k in means:
+                v = v - means[k][t.chunk_field[ids]]
+        rms = float(v.float().pow(2).mean().sqrt()) if v.numel() else 0.0
+        out[k] = torch.tensor(1.0 / rms if rms > 0 else 1.0)
+    return out
+
+
 def build_augmented(model_name: str, model_args: dict, spec, tables: dict[str, KnowledgeTable],
                     method: str, cfg, injection: str = "fields",
                     backbone: nn.Module | None = None,
-                    means: dict[str, torch.Tensor] | None = None) -> KnowledgeAugmented:
+                    means: dict[str, torch.Tensor] | None = None,
+                    scales: dict[str, torch.Tensor] | None = None) -> KnowledgeAugmented:
     """A fresh model ``model_name`` for the feature spec ``spec`` (or the given, already trained
     ``backbone``, frozen) wrapped with ``method`` knowledge from ``tables``.
 
@@ -262,6 +303,7 @@ def build_augmented(model_name: str, model_args: dict, spec, tables: dict[str, K
         if injection == "fields":
             spec = augmented_spec(spec, list(tables), int(width))
         backbone = build_model(model_name, spec, **model_args)
-        return KnowledgeAugmented(backbone, method, tables, cfg, injection, means=means)
+        return KnowledgeAugmented(backbone, method, tables, cfg, injection, means=means,
+                                  scales=scales)
     return KnowledgeAugmented(backbone, method, tables, cfg, injection, freeze_backbone=True,
-                              means=means)
+                              means=means, scales=scales)

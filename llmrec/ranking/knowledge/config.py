@@ -33,6 +33,13 @@ class AugmentConfig:
     max_chunks: int = option(8, help="on-demand embedding: at most this many chunks per field")
     embed_device: str = option("auto", help="on-demand embedding device")
     kinds: list[str] = option(["user", "item"], help="which knowledge to use: user, item or both")
+    rescale: bool = option(False, help="KAR / KSER: scale each kind's knowledge vectors (KSER: "
+                                       "after de-homogenisation) so that their per-dimension RMS "
+                                       "over the training entities is 1 (sentence vectors are "
+                                       "unit-norm: ~1/sqrt(dim) per dimension)")
+
+    lr_scale: float = option(1.0, help="KAR / KSER: the extractor's learning rate as a multiple "
+                                       "of train.lr (the backbone keeps train.lr)")
 
     # -- KAR: hybrid-expert adaptor ----------------------------------------------------------------
     kar_shared_experts: int = option(2, help="KAR: experts shared by user and item knowledge (S)")
@@ -88,5 +95,7 @@ class AugmentConfig:
             raise ValueError("temperatures must be > 0")
         if self.top_k is not None and self.top_k < 1:
             raise ValueError("top_k must be >= 1")
+        if self.lr_scale <= 0:
+            raise ValueError("lr_scale must be > 0")
         if self.max_chunks < 1:
             raise ValueError("max_chunks must be >= 1")

@@ -257,12 +257,14 @@ class KSERExtractor(nn.Module):
 
     def forward(self, kind: str, vectors: torch.Tensor, field_slices: list[tuple[int, int]],
                 chunk_field: torch.Tensor, mu: torch.Tensor, index: torch.Tensor,
-                queries: torch.Tensor):
+                queries: torch.Tensor, scale: torch.Tensor | None = None):
         if self.dehomogenise:
             # the padding chunk (row 0) stays exactly zero
             shift = mu[chunk_field]
             shift[0] = 0
             vectors = vectors - shift
+        if scale is not None:
+            vectors = vectors * scale.to(vectors.dtype)
         filtered, present, details = self.esf[kind](vectors, field_slices, index,
                                                     queries.flatten(1))
         aligned = self.align[kind](queries, filtered, present)

@@ -76,7 +76,7 @@ def signal_values(split, kind: str, source: str, seed: int = 0,
         return _zscore(_rate(samples.assign(**{key: samples[key].astype(str)}), key, "label",
                              prior_weight))
     # fair: the LM history only (positions before each user's cutoff)
-    threshold = getattr(split.config, "label_threshold", 4)
+    threshold = getattr(getattr(split, "config", None), "label_threshold", 4)
     h = split.history.merge(split.cutoffs[["user_id", "n_lm"]], on="user_id", how="left")
     lm = h[h["position"] < h["n_lm"]]
     lm = lm.assign(pos=(lm["rating"] >= threshold).astype(np.float64),
