@@ -24,25 +24,36 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--embedder", default="minilm")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--reuse", action="append", default=[], help="an embeddings folder (e.g. "
+                    "`knowledge embed` of the same answers, or the history folder): its chunk "
+                    "vectors are reused, not re-encoded (repeatable)")
+    ap.add_argument("--only", choices=("history", "history+answer"), default=None)
     args = ap.parse_args(argv)
 
     from llmrec.data.config import DataConfig
     from llmrec.data.loaders import load_data
     from llmrec.data.splits import SplitConfig, make_split
     from llmrec.knowledge.embed import Encoder
-    from llmrec.knowledge.history_text import answers_from_cache, history_embeddings
+    from llmrec.knowledge.history_text import (answers_from_cache, history_embeddings,
+                                               memo_from_folder)
 
     t0 = time.time()
     data = load_data(DataConfig(name="movielens-1m", path=args.data_path))
     split = make_split(data, SplitConfig(protocol="kar", seed=42, valid_frac=0.1,
                                          test_frac=0.1))
-    enc, memo = Encoder(args.embedder, device=args.device), {}
+    enc = Encoder(args.embedder, device=args.device)
+    memo = {}
+    for folder in args.reuse:
+        memo.update(memo_from_folder(folder))
+    reused = len(memo)
     out = Path(args.out)
-    a = history_embeddings(out / "history", data, split, encoder=enc, memo=memo)
-    answers = answers_from_cache(args.cache, model=args.model)
-    b = history_embeddings(out / "history+answer", data, split, answers=answers, encoder=enc,
-                           memo=memo)
-    print(f"{a}\n{b}\n{len(memo)} texts encoded in {time.time() - t0:.0f}s")
+    if args.only != "history+answer":
+        print(history_embeddings(out / "history", data, split, encoder=enc, memo=memo))
+    if args.only != "history":
+        answers = answers_from_cache(args.cache, model=args.model)
+        print(history_embeddings(out / "history+answer", data, split, answers=answers,
+                                 encoder=enc, memo=memo))
+    print(f"{len(memo) - reused} texts encoded ({reused} reused) in {time.time() - t0:.0f}s")
     return 0
 
 

@@ -219,17 +219,22 @@ def main(argv=None) -> int:
         for name, body in blocks.items():
             print(f"<!-- {name} -->\n{body}\n")
         return 0
-    text = DOC.read_text()
+    write_blocks(DOC, blocks)
+    return 0
+
+
+def write_blocks(doc: Path, blocks: dict[str, str]) -> None:
+    """Replace each ``<!-- BEGIN name -->`` .. ``<!-- END name -->`` block of ``doc``."""
+    text = doc.read_text()
     for name, body in blocks.items():
         n = re.escape(name)
         pat = re.compile(rf"(<!-- BEGIN {n} -->\n)(?:.*?\n)?(<!-- END {n} -->)", re.S)
         if not pat.search(text):
-            print(f"warning: no block {name!r} in {DOC}", file=sys.stderr)
+            print(f"warning: no block {name!r} in {doc}", file=sys.stderr)
             continue
         text = pat.sub(lambda m: m.group(1) + body + "\n" + m.group(2), text)
-    DOC.write_text(text)
-    print(f"updated {DOC}")
-    return 0
+    doc.write_text(text)
+    print(f"updated {doc}")
 
 
 if __name__ == "__main__":

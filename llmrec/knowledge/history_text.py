@@ -136,6 +136,22 @@ def history_embeddings(out: str | Path, data, split, embedder: str = "minilm",
                             embedder=str(enc.path.name))
 
 
+def memo_from_folder(folder: str | Path, kind: str = "user") -> dict[str, np.ndarray]:
+    """text -> vector of every chunk of an embeddings folder (to reuse its encodings)."""
+    import pandas as pd
+
+    from llmrec.knowledge.embed import load_embeddings
+
+    emb = load_embeddings(folder, kind)
+    chunks = np.asarray(emb["chunks"])
+    pos = {str(e): i for i, e in enumerate(emb["entity_ids"])}
+    fpos = {str(f): i for i, f in enumerate(emb["field_ids"])}
+    df = pd.read_parquet(Path(folder) / f"{kind}_chunks.parquet")
+    return {t: chunks[pos[str(e)], fpos[str(f)], int(c)]
+            for e, f, c, t in df[["entity_id", "field", "chunk", "text"]].itertuples(index=False)
+            if str(e) in pos and str(f) in fpos}
+
+
 def answers_from_cache(cache_dir: str | Path, template: str = "user_movie",
                        model: str | None = None) -> dict[str, dict]:
     """``{user: {"fields": {field: text}, "raw": text}}`` from a knowledge cache's user entries."""
@@ -149,7 +165,8 @@ def answers_from_cache(cache_dir: str | Path, template: str = "user_movie",
         raise DataError(f"{cache_dir} holds no user entries of template {template!r}")
     out = {}
     for r in df.to_dict("records"):
-        fields = {str(f): str(t) for f, t in zip(list(r["field_ids"] or []),
-                                                 list(r["field_texts"] or []))}
+        ids, texts = r["field_ids"], r["field_texts"]
+        fields = {str(f): str(t) for f, t in zip(list(ids) if ids is not None else [],
+                                                 list(texts) if texts is not None else [])}
         out[str(r["entity_id"])] = {"fields": fields, "raw": r.get("raw") or ""}
     return out
