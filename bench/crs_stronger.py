@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -100,6 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         turns = [t for r in records for t in r["turns"] if t["role"] == "assistant"]
         reasons = Counter(_reason(t.get("error") or "") for t in turns if not t.get("ok"))
         recs = sum(1 for t in turns if t.get("ok") and t.get("action") == "Recommend")
+        # structured: argument steps the model answered with a whole action (Ask[...]), the form
+        # that failed every time before the fix of a26407e
+        arg_steps = [s for t in turns for s in t.get("steps", []) if "argument_output" in s]
+        as_action = sum(1 for s in arg_steps
+                        if re.search(r"\b(Search|Ask|Recommend|Response)\[", s["argument_output"]))
         embedder = records[0].get("models", {}).get("embedder") or args.embedder or "?"
         cond = dict(model=f"{args.llm if not args.smoke else 'tiny-llama'} + {embedder}",
                     llm=args.llm, embedder=embedder, strategy=decoding, agent="base",
@@ -109,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         row = {"decoding": decoding, "agent_turns": len(turns),
                "failed_turn_rate": m["failed_turn_rate"], "recommendations": recs,
                "SR": m["SR"], "Recall@5": m["Recall@5"], "avg_rounds": m["avg_rounds"],
-               "seconds": seconds, "failures": dict(reasons)}
+               "seconds": seconds, "failures": dict(reasons), "argument_steps": len(arg_steps),
+               "argument_written_as_action": as_action}
         rows.append(row)
         print(json.dumps(row), flush=True)
         if args.smoke:
@@ -118,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
                     for k, unit in (("failed_turn_rate", "fraction"),
                                     ("recommendations", "count"), ("agent_turns", "count"),
                                     ("SR", "fraction"), ("Recall@5", "fraction"),
-                                    ("avg_rounds", "rounds"), ("seconds", "s"))]
+                                    ("avg_rounds", "rounds"), ("seconds", "s"),
+                                    ("argument_steps", "count"),
+                                    ("argument_written_as_action", "count"))]
         recs_out.append(benchrecord.record("crs_stronger", "failure_reasons", row["failures"],
                                            "count", env=env, **cond))
         benchrecord.append(args.record, recs_out)
