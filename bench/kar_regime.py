@@ -84,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--item", action="append", default=[], help="item=FOLDER (item knowledge)")
     ap.add_argument("--user", action="append", default=[], help="NAME=FOLDER (user knowledge)")
     ap.add_argument("--deepfm-fm-off-ours", action="store_true")
+    ap.add_argument("--no-baselines", action="store_true", help="skip the none and stats cells "
+                    "(adding knowledge columns to a recorded table; gains pair with its none)")
     ap.add_argument("--data-path", default=None, help="MovieLens-1M folder (overrides the recipes)")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--item takes item=FOLDER")
     work = Path(tempfile.mkdtemp(prefix="kar-regime-"))
     methods = args.methods.split(",")
-    conditions = ["none", "stats"]
+    conditions = [] if args.no_baselines else ["none", "stats"]
     for m in methods:
         conditions += [f"{m}:item"] * bool(folders["item"])
         conditions += [f"{m}:user:{n}" for n in folders["user"]]
