@@ -181,3 +181,31 @@ def test_rescale_and_lr_scale(synth, tmp_path):
         assert n_group == sum(p.numel() for p in m.parameters() if p.requires_grad)
     with pytest.raises(ValueError, match="lr_scale"):
         AugmentConfig(lr_scale=0)
+
+
+def test_history_text_uses_only_the_lm_history():
+    from llmrec.knowledge.history_text import history_chunks, profile_sentence, user_texts
+
+    assert profile_sentence({"gender": "F", "age": 25, "occupation": "writer"}) == \
+        "A female user, age group 25, occupation: writer."
+    assert history_chunks(["A (1990)", "B (1991)", "C (1992)"], [5, 2, 4], per_chunk=2) == \
+        ['Rated "A (1990)" 5 of 5; "B (1991)" 2 of 5.', 'Rated "C (1992)" 4 of 5.']
+
+    class _Data:
+        def __init__(self):
+            self.t = {"items": pd.DataFrame({"item_id": ["1", "2", "3", "4"],
+                                             "title": ["One", "Two", "Three", "Four"]}),
+                      "users": pd.DataFrame({"user_id": ["a", "b"], "gender": ["M", "F"],
+                                             "age": [18, 35], "occupation": ["x", "y"]})}
+
+        def df(self, name):
+            return self.t[name]
+
+        def has(self, name):
+            return name in self.t
+
+    texts = user_texts(_Data(), _Split())
+    # a: cutoff 2 -> items 1, 2 only; b: cutoff 1 -> item 1 only (later ratings never shown)
+    assert texts["a"]["history"] == ['Rated "One" 5 of 5; "Two" 2 of 5.']
+    assert texts["b"]["history"] == ['Rated "One" 4 of 5.']
+    assert texts["b"]["profile"] == "A female user, age group 35, occupation: y."
