@@ -45,6 +45,26 @@ def _reason(error: str) -> str:
     return error[:40]
 
 
+def old_wrapping_outcome(turn: dict) -> bool:
+    """Whether an agent turn of a structured run would have been valid under the wrapping used
+    before a26407e (every argument wrapped as ``Kind[argument]``, an action included).
+
+    Exact for turns whose prompt did not depend on earlier turns' outcomes (the first round): a
+    step written bare is wrapped the same way by both rules, so the old code took the same path
+    up to the first step written as an action, where it failed.
+    """
+    from llmrec.crs.actions import parse_action
+
+    steps = [s for s in turn.get("steps", []) if "argument_output" in s]
+    if not steps:
+        return bool(turn.get("ok"))
+    for s in steps:
+        old = parse_action(f"{s['kind']}[{s['argument_output'].strip()}]")
+        if not old.ok:
+            return False
+    return bool(turn.get("ok"))
+
+
 def _read(out: Path) -> tuple[dict, list[dict]]:
     metrics = json.loads((out / "metrics.json").read_text())
     records = [json.loads(line) for line in (out / "transcripts.jsonl").read_text().splitlines()
@@ -67,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--record", default=str(ROOT / "bench" / "results" / "crs_stronger.jsonl"))
     ap.add_argument("--smoke", action="store_true", help="tiny random model; records nothing")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--reparse", action="store_true",
+                    help="do not simulate: read the finished structured runs under --out and "
+                         "record the first round's failed-turn share under the old wrapping "
+                         "(old_wrapping_outcome) beside the measured one")
     args = ap.parse_args(argv)
 
     from llmrec import benchrecord
@@ -80,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.code:
         env = {**env, "commit": args.code}
     rows = []
+    if args.reparse:
+        return _reparse(args, llm, env, benchrecord)
     for decoding in args.decodings:
         out = args.out / f"{Path(llm).name}-{decoding}"
         cmd = [sys.executable, "-m", "llmrec.cli", "--quiet", "simulate", "--config",
@@ -137,6 +163,29 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['decoding']:<11} {r['agent_turns']:>5} {r['failed_turn_rate']:>7.3f} "
               f"{r['recommendations']:>5} {r['SR']:>5.2f} {r['Recall@5']:>5.2f} "
               f"{r['seconds']:>7.1f}  {r['failures']}")
+    return 0
+
+
+def _reparse(args, llm: str, env: dict, benchrecord) -> int:
+    out = args.out / f"{Path(llm).name}-structured"
+    metrics, records = _read(out)
+    first = [t for r in records for t in r["turns"] if t["role"] == "assistant" and t["round"] == 1]
+    now_ok = sum(1 for t in first if t.get("ok"))
+    old_ok = sum(1 for t in first if old_wrapping_outcome(t))
+    embedder = records[0].get("models", {}).get("embedder") or "?"
+    cond = dict(model=f"{args.llm} + {embedder}", llm=args.llm, embedder=embedder,
+                strategy="structured", agent="base", dataset=records[0]["task"]["dataset"],
+                n_tasks=len(records), max_rounds=args.max_rounds, round=1, run_dir=str(out),
+                note="same generations parsed with the wrapping before a26407e (exact for round 1)")
+    rows = {"failed_turn_rate_round1": round(1 - now_ok / len(first), 4),
+            "failed_turn_rate_round1_old_wrapping": round(1 - old_ok / len(first), 4),
+            "agent_turns_round1": len(first)}
+    print(json.dumps(rows))
+    if not args.smoke:
+        benchrecord.append(args.record, [
+            benchrecord.record("crs_stronger", k, v, "count" if k.startswith("agent") else
+                               "fraction", env=env, code=args.label, **cond)
+            for k, v in rows.items()])
     return 0
 
 
