@@ -124,6 +124,13 @@ class FAIR(SequentialModel):
         self.mi_weight, self.mi_temperature = mi_weight, mi_temperature
         # items are their codes: no rating embedding (it would be a parameter without gradient)
         self.embedding.rating = None
+        # the code tables and the item positions start on one scale (std 0.02, as TIGER's): with
+        # the shared table's default (std 1e-4) next to nn.Embedding's N(0, 1) positions the
+        # code content is 1e-4 of each token, below bf16's resolution (2^-8) once normalised,
+        # so under bf16 autocast the state did not depend on the history's items and the heads
+        # learned only the codes' marginal frequencies (Beauty: below most-popular)
+        for emb in (self.embedding.table, self.item_pos):
+            nn.init.normal_(emb.weight, std=0.02)
 
     # -- tokens ----------------------------------------------------------------------------------
     def _tokens(self, codes: torch.Tensor, mask: torch.Tensor):
