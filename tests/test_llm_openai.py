@@ -62,28 +62,32 @@ def _server(script: Script):
                 action = actions.pop(0) if actions else "ok"
                 script.in_flight += 1
                 script.max_in_flight = max(script.max_in_flight, script.in_flight)
+            # the request counts as in flight until its answer is ready, and stops counting
+            # before the answer is sent: a client that got it may send its next request at once
+            headers = None
             try:
                 if action == "429":
-                    self._reply(429, {"error": "slow down"}, {"Retry-After": "0"})
+                    code, obj, headers = 429, {"error": "slow down"}, {"Retry-After": "0"}
                 elif action == "500":
-                    self._reply(500, {"error": "boom"})
+                    code, obj = 500, {"error": "boom"}
                 elif action == "400":
-                    self._reply(400, {"error": "bad request"})
+                    code, obj = 400, {"error": "bad request"}
                 elif action == "slow":
                     time.sleep(0.3)
-                    self._reply(200, {"choices": [{"message": {"content": f"echo: {prompt}"}}]})
+                    code, obj = 200, {"choices": [{"message": {"content": f"echo: {prompt}"}}]}
                 elif action == "hang":
                     time.sleep(1.5)  # longer than the client's timeout
-                    self._reply(200, {"choices": [{"message": {"content": "late"}}]})
+                    code, obj = 200, {"choices": [{"message": {"content": "late"}}]}
                 else:
                     time.sleep(0.05)
-                    self._reply(200, {
+                    code, obj = 200, {
                         "choices": [{"message": {"content": f"echo: {prompt}"},
                                      "finish_reason": "stop"}],
-                        "usage": {"prompt_tokens": 7, "completion_tokens": 3}})
+                        "usage": {"prompt_tokens": 7, "completion_tokens": 3}}
             finally:
                 with script.lock:
                     script.in_flight -= 1
+            self._reply(code, obj, headers)
 
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
