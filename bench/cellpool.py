@@ -44,6 +44,22 @@ def _run(job: dict) -> dict:
             "wall": time.perf_counter() - t}
 
 
+def cell_records(benchmark: str, r: dict, env: dict, keys: dict,
+                 metrics: tuple[str, ...] = ("auc", "logloss", "gauc")) -> list[dict]:
+    """The records of one finished job ``r``: one per test metric (with its best epoch, epochs,
+    validation AUC, wall time and exact config), or one ``value: None`` record with the error."""
+    from llmrec import benchrecord as br
+    from llmrec.config import to_dict
+
+    if "error" in r:
+        return [br.record(benchmark, "auc", None, "", env, error=r["error"], **keys)]
+    res = r["result"]
+    return [br.record(benchmark, m, res["test"][m], "", env, best_epoch=res["best_epoch"],
+                      epochs=res["epochs"], valid_auc=res["valid"]["auc"],
+                      wall_seconds=round(r["wall"], 2), config=to_dict(r["cfg"]), **keys)
+            for m in metrics]
+
+
 def run_cells(jobs: list[dict], workers: int, on_result: Callable[[dict], None],
               threads: int = 1, time_limit: float | None = None) -> int:
     """Run ``jobs`` (each ``{"cfg": RankConfig, "features": folder, ...}``) in ``workers``

@@ -34,10 +34,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cellpool import run_cells  # noqa: E402
+from cellpool import cell_records, run_cells  # noqa: E402
 
 from llmrec import benchrecord as br  # noqa: E402
-from llmrec.config import load_config, to_dict  # noqa: E402
+from llmrec.config import load_config  # noqa: E402
 
 METRICS = ("auc", "logloss", "gauc")
 REGIMES = {"ours": "eval/kser/ml1m.yaml", "kar": "eval/kser/ml1m_kar_regime.yaml"}
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     models = args.models.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
     env = br.environment(extra_versions=("numpy", "pandas"))
-    bases, feats = {}, {}
+    bases = {}
     for regime in args.regimes.split(","):
         extra = [f"--data.path={args.data_path}"] if args.data_path else []
         for stats in (False, True):
@@ -146,19 +146,13 @@ def main(argv: list[str] | None = None) -> int:
                                                else ("lm_history_stats" if cond == "stats"
                                                      else "none")),
                     seed=r["seed"], **common)
+        br.append(args.out, cell_records("kar_regime", r, env, keys, METRICS))
         if "error" in r:
             log.error("%s failed: %s\n%s", (r["regime"], r["model"], cond, r["seed"]),
                       r["error"], r.get("trace"))
-            br.append(args.out, [br.record("kar_regime", "auc", None, "", env,
-                                           error=r["error"], **keys)])
             return
         res = r["result"]
         results.setdefault((r["regime"], r["model"], cond), {})[r["seed"]] = res["test"]
-        br.append(args.out, [br.record("kar_regime", m, res["test"][m], "", env,
-                                       best_epoch=res["best_epoch"], epochs=res["epochs"],
-                                       valid_auc=res["valid"]["auc"],
-                                       wall_seconds=round(r["wall"], 2),
-                                       config=to_dict(r["cfg"]), **keys) for m in METRICS])
         log.info("%-11s %-8s %-26s seed %d: test AUC %.5f (epoch %d/%d, %.0fs)", r["regime"],
                  r["model"], cond, r["seed"], res["test"]["auc"], res["best_epoch"],
                  res["epochs"], r["wall"])

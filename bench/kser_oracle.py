@@ -32,10 +32,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cellpool import run_cells  # noqa: E402
+from cellpool import cell_records, run_cells  # noqa: E402
 
 from llmrec import benchrecord as br  # noqa: E402
-from llmrec.config import load_config, to_dict  # noqa: E402
+from llmrec.config import load_config  # noqa: E402
 
 METRICS = ("auc", "logloss", "gauc")
 
@@ -170,18 +170,12 @@ def main(argv: list[str] | None = None) -> int:
                     knowledge=knowledge, kind=r["kind"], source=r["source"], layout=r["layout"],
                     strength=args.strength if r["kind"] else None, seed=r["seed"],
                     regime="ours", **common)
+        br.append(args.out, cell_records("kser_oracle", r, env, keys, METRICS))
         if "error" in r:
             log.error("%s seed %d failed: %s\n%s", key, r["seed"], r["error"], r.get("trace"))
-            br.append(args.out, [br.record("kser_oracle", "auc", None, "", env,
-                                           error=r["error"], **keys)])
             return
         res = r["result"]
         results.setdefault(key, {})[r["seed"]] = res["test"]
-        br.append(args.out, [br.record("kser_oracle", m, res["test"][m], "", env,
-                                       best_epoch=res["best_epoch"], epochs=res["epochs"],
-                                       valid_auc=res["valid"]["auc"],
-                                       wall_seconds=round(r["wall"], 2),
-                                       config=to_dict(r["cfg"]), **keys) for m in METRICS])
         log.info("%-5s %-10s %-6s %-5s %-6s %-6s seed %d: test AUC %.5f (epoch %d/%d, %.0fs)",
                  r["method"], r["variant"], r["model"], r["kind"], r["source"], r["layout"],
                  r["seed"], res["test"]["auc"], res["best_epoch"], res["epochs"], r["wall"])
