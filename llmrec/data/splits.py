@@ -147,6 +147,13 @@ class FlatSplit:
         return {"protocol": self.protocol, "fingerprint": self.fingerprint, **self.info}
 
 
+def lm_history_rows(split):
+    """Every user's LM history at once: the rows of ``split.history`` before the user's cutoff
+    (``position < n_lm``), the only interactions a knowledge prompt may show."""
+    h = split.history.merge(split.cutoffs[["user_id", "n_lm"]], on="user_id", how="left")
+    return h[h["position"] < h["n_lm"]].drop(columns="n_lm")
+
+
 def _sorted_history(interactions):
     """Interactions time-sorted per user with their 0-based ``position``.
 

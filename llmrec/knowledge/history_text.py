@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from llmrec.data.splits import lm_history_rows
 from llmrec.errors import DataError
 
 PROFILE_COLUMNS = ("gender", "age", "occupation")
@@ -56,9 +57,8 @@ def user_texts(data, split, users: list[str] | None = None, per_chunk: int = 5
     users_df = data.df("users") if data.has("users") else None
     prof = ({str(r["user_id"]): r for r in users_df.to_dict("records")}
             if users_df is not None else {})
-    cut = split.cutoffs.set_index(split.cutoffs["user_id"].astype(str))["n_lm"]
-    h = split.history.assign(user_id=split.history["user_id"].astype(str))
-    h = h[h["position"] < h["user_id"].map(cut).fillna(0).to_numpy()]
+    h = lm_history_rows(split)
+    h = h.assign(user_id=h["user_id"].astype(str))
     wanted = set(users) if users is not None else None
     out = {}
     for uid, g in h.groupby("user_id", sort=True):

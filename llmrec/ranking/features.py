@@ -474,8 +474,9 @@ def lm_history_stats(split):
         raise DataError("features.lm_history_stats needs a split with LM-history cutoffs "
                         "(split.protocol: kar)")
     threshold = float(getattr(getattr(split, "config", None), "label_threshold", 4.0))
-    h = split.history.merge(cutoffs[["user_id", "n_lm"]], on="user_id", how="left")
-    lm = h[h["position"] < h["n_lm"]]
+    from llmrec.data.splits import lm_history_rows
+
+    lm = lm_history_rows(split)
     if lm["rating"].isna().all():
         raise DataError("features.lm_history_stats needs ratings in the LM history")
     g = lm.assign(pos=(lm["rating"] >= threshold).astype(np.float64),

@@ -77,8 +77,9 @@ def signal_values(split, kind: str, source: str, seed: int = 0,
                              prior_weight))
     # fair: the LM history only (positions before each user's cutoff)
     threshold = getattr(getattr(split, "config", None), "label_threshold", 4)
-    h = split.history.merge(split.cutoffs[["user_id", "n_lm"]], on="user_id", how="left")
-    lm = h[h["position"] < h["n_lm"]]
+    from llmrec.data.splits import lm_history_rows
+
+    lm = lm_history_rows(split)
     lm = lm.assign(pos=(lm["rating"] >= threshold).astype(np.float64),
                    **{key: lm[key].astype(str)})
     return _zscore(_rate(lm, key, "pos", prior_weight))
