@@ -183,6 +183,43 @@ def test_rescale_and_lr_scale(synth, tmp_path):
         AugmentConfig(lr_scale=0)
 
 
+def test_select_lr_scale_groups(synth, tmp_path):
+    """KSER's selection parameters (scorer, query, gate, prior) get lr * lr_scale *
+    select_lr_scale; the value path and alignment lr * lr_scale; the backbone lr. KAR ignores
+    it (no selection)."""
+    from llmrec.ranking.knowledge.augment import build_augmented, field_means
+    from llmrec.ranking.knowledge.synthetic import synthetic_embeddings
+    from llmrec.ranking.train_config import TrainConfig
+    from llmrec.ranking.trainer import Trainer
+
+    tables, split = synth
+    fs = build_features(tables, split, FeatureConfig(max_hist_len=3))
+    ids = {k: fs.row_ids(k) for k in ("user", "item")}
+    folder = synthetic_embeddings(tmp_path / "emb", ids, dim=16, max_chunks=3, seed=0)
+    cfg = AugmentConfig(embeddings=str(folder), score_hidden=8, value_dim=8, kar_hidden=[16, 8],
+                        lr_scale=2.0, select_lr_scale=10.0, field_prior=True)
+    tabs = load_knowledge(cfg, ids)
+    m = build_augmented("dnn", {"embed_dim": 8, "hidden": (8,)}, fs.spec, tabs, "kser", cfg,
+                        "fields", means=field_means(tabs, fs))
+    tr = Trainer(m, fs, TrainConfig(device="cpu", lr=0.01, batch_size=64, checkpoint=False))
+    by_lr = {round(g["lr"], 6): {id(p) for p in g["params"]} for g in tr.optimizer.param_groups}
+    assert sorted(by_lr) == pytest.approx([0.01, 0.02, 0.2])
+    esf = m.extractor.esf["user"]
+    for p in (esf.v, esf.key_w, esf.field_bias, esf.query.weight):
+        assert id(p) in by_lr[0.2]
+    assert id(esf.value_w) in by_lr[0.02]
+    assert all(id(p) in by_lr[0.01] for p in m.backbone.parameters())
+    n_group = sum(len(v) for v in by_lr.values())
+    assert n_group == sum(1 for p in m.parameters() if p.requires_grad)
+    # KAR has no selection: select_lr_scale alone leaves one group
+    kar = build_augmented("dnn", {"embed_dim": 8, "hidden": (8,)}, fs.spec, tabs, "kar",
+                          AugmentConfig(embeddings=str(folder), kar_hidden=[16, 8],
+                                        select_lr_scale=10.0), "fields")
+    assert kar.optimizer_groups() is None
+    with pytest.raises(ValueError, match="select_lr_scale"):
+        AugmentConfig(select_lr_scale=0)
+
+
 def test_history_text_uses_only_the_lm_history():
     from llmrec.knowledge.history_text import history_chunks, profile_sentence, user_texts
 

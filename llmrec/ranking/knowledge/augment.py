@@ -108,6 +108,7 @@ class KnowledgeAugmented(nn.Module):
         self.frozen = freeze_backbone
         self.rescale = bool(getattr(cfg, "rescale", False))
         self.lr_scale = float(getattr(cfg, "lr_scale", 1.0))
+        self.select_lr_scale = float(getattr(cfg, "select_lr_scale", 1.0))
         D = backbone.embed_dim
         # the tables are data, not weights: non-persistent, so checkpoints stay small; the field
         # means are part of the model (KSER subtracts the training corpus's means at test time)
@@ -160,15 +161,24 @@ class KnowledgeAugmented(nn.Module):
 
     # -------------------------------------------------------------------------------------------
     def optimizer_groups(self) -> list[dict] | None:
-        """With ``knowledge.lr_scale`` != 1: the backbone's trainable parameters at the base
-        learning rate, everything else (extractor, residual gates) at ``lr_scale`` times it."""
-        if self.lr_scale == 1.0:
+        """With ``knowledge.lr_scale`` or ``knowledge.select_lr_scale`` != 1: the backbone's
+        trainable parameters at the base learning rate, the extractor (and residual gates) at
+        ``lr_scale`` times it, and KSER's selection parameters at ``lr_scale *
+        select_lr_scale`` times it."""
+        select = (self.extractor.selection_parameters()
+                  if self.method == "kser" and self.select_lr_scale != 1.0 else [])
+        if self.lr_scale == 1.0 and not select:
             return None
         own = {id(p) for p in self.backbone.parameters()}
+        sel = {id(p) for p in select}
         trainable = [p for p in self.parameters() if p.requires_grad]
-        return [{"params": [p for p in trainable if id(p) in own], "lr_scale": 1.0},
-                {"params": [p for p in trainable if id(p) not in own],
-                 "lr_scale": self.lr_scale}]
+        groups = [{"params": [p for p in trainable if id(p) in own], "lr_scale": 1.0},
+                  {"params": [p for p in trainable if id(p) not in own and id(p) not in sel],
+                   "lr_scale": self.lr_scale}]
+        if select:
+            groups.append({"params": [p for p in trainable if id(p) in sel],
+                           "lr_scale": self.lr_scale * self.select_lr_scale})
+        return groups
 
     def train(self, mode: bool = True) -> KnowledgeAugmented:
         super().train(mode)

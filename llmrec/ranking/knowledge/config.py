@@ -40,6 +40,12 @@ class AugmentConfig:
 
     lr_scale: float = option(1.0, help="KAR / KSER: the extractor's learning rate as a multiple "
                                        "of train.lr (the backbone keeps train.lr)")
+    select_lr_scale: float = option(
+        1.0, help="KSER: the learning rate of ESFNet's selection parameters (chunk scorer, "
+                  "field gate, field prior, threshold) as a further multiple of the extractor's; "
+                  "Adam moves a parameter by at most about its learning rate per step, so a "
+                  "softmax logit needs a large multiple to change the selection within a few "
+                  "hundred steps (docs/kser.md, the oracle)")
 
     # -- KAR: hybrid-expert adaptor ----------------------------------------------------------------
     kar_shared_experts: int = option(2, help="KAR: experts shared by user and item knowledge (S)")
@@ -97,5 +103,7 @@ class AugmentConfig:
             raise ValueError("top_k must be >= 1")
         if self.lr_scale <= 0:
             raise ValueError("lr_scale must be > 0")
+        if self.select_lr_scale <= 0:
+            raise ValueError("select_lr_scale must be > 0")
         if self.max_chunks < 1:
             raise ValueError("max_chunks must be >= 1")

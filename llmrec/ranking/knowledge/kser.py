@@ -97,6 +97,15 @@ class ESFNet(nn.Module):
             nn.init.uniform_(self.key_w, -bound, bound)
             nn.init.uniform_(self.v, -1.0 / math.sqrt(self.hidden), 1.0 / math.sqrt(self.hidden))
 
+    def selection_parameters(self) -> list[nn.Parameter]:
+        """The parameters that decide alpha and beta (scorer, query, gate, prior, threshold),
+        not the value path: ``knowledge.select_lr_scale`` trains them at their own rate."""
+        if not self.scoring:
+            return []
+        mods = [self.query, self.gate]
+        own = [self.key_w, self.key_b, self.v, self.threshold, self.field_bias]
+        return [p for p in own if p is not None] + [p for m in mods for p in m.parameters()]
+
     def project(self, vectors: torch.Tensor, field_slices: list[tuple[int, int]]):
         """Per-field keys [N + 1, hidden] and values [N + 1, value_dim] of the whole chunk table
         (row 0, the padding chunk, projects to zeros)."""
@@ -254,6 +263,9 @@ class KSERExtractor(nn.Module):
         self.align = nn.ModuleDict({
             k: (AttentionAlignment(value_dim, embed_dim, heads) if alignment == "attention"
                 else MLPAlignment(n_fields[k], value_dim, embed_dim)) for k in n_fields})
+
+    def selection_parameters(self) -> list[nn.Parameter]:
+        return [p for esf in self.esf.values() for p in esf.selection_parameters()]
 
     def forward(self, kind: str, vectors: torch.Tensor, field_slices: list[tuple[int, int]],
                 chunk_field: torch.Tensor, mu: torch.Tensor, index: torch.Tensor,
