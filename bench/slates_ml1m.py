@@ -36,7 +36,7 @@ from llmrec import benchrecord as br  # noqa: E402
 BENCH = "slates_ml1m"
 
 
-def generated_part(seeds, steps, env, records):
+def generated_part(seeds, steps, env, records, logged=30):
     import numpy as np
     import torch
     from scipy.stats import spearmanr
@@ -47,7 +47,7 @@ def generated_part(seeds, steps, env, records):
 
     dataset = "generated slates (simulated)"
     conf = {"n_users": 100, "n_items": 60, "n_groups": 4, "dim": 4, "slate_size": 5,
-            "random_ctr": 0.5, "beta": 3.0, "steps_logged": 30, "held_out": 4,
+            "random_ctr": 0.5, "beta": 3.0, "steps_logged": logged, "held_out": 4,
             "fit_steps": steps, "lr": 0.05, "hidden_dim": 4}
     table = {}
     for seed in seeds:
@@ -55,8 +55,8 @@ def generated_part(seeds, steps, env, records):
                                   random_ctr=0.5, beta=3.0, seed=seed)
         g = np.asarray(sim.item_group[2:])
         for logger, liks in (("uniform", ("slate",)), ("personalised", ("slate", "all_items"))):
-            log = simulate_log(sim, steps=30, slate_size=5, logger=logger, seed=seed)
-            t0 = 26
+            log = simulate_log(sim, steps=logged, slate_size=5, logger=logger, seed=seed)
+            t0 = logged - 4
             train = {k: (v[:, :t0] if v.dim() > 1 else v) for k, v in log.items()}
             for lik in liks:
                 torch.manual_seed(seed)
@@ -156,6 +156,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--parts", default="generated,loop")
     ap.add_argument("--fit-steps", type=int, default=300, help="generated part: Adam steps")
+    ap.add_argument("--logged-steps", type=int, default=30,
+                    help="generated part: logged slates per user (the last 4 held out)")
     ap.add_argument("--users", type=int, default=500)
     ap.add_argument("--items", type=int, default=300)
     ap.add_argument("--rounds", type=int, default=15)
@@ -179,7 +181,7 @@ def main(argv=None) -> int:
     for part in args.parts.split(","):
         records: list = []
         if part == "generated":
-            generated_part(seeds, args.fit_steps, env, records)
+            generated_part(seeds, args.fit_steps, env, records, args.logged_steps)
         elif part == "loop":
             loop_part(args, seeds, env, records)
         else:
