@@ -13,7 +13,10 @@ beside them.
 10 documents, 6 Gaussian features, grade = clip(round(0.9 w.x + 1 + N(0, 0.5^2)), 0, 3), w =
 [1, -0.5, 0.8, 0, 0.3, 0]; the logger ranks by 0.5 w.x + 1.5 x_6 + noise, so position correlates
 with an irrelevant feature): where the data identify the propensities, as a check of the
-paper's finding. Its rows say ``dataset: "generated-lists"``.
+paper's finding. Its rows say ``dataset: "generated-lists"``. ``--logger random`` shows each
+training query's documents in a random order instead (rank uncorrelated with relevance: the
+setting where examination and relevance are separable, for DLA's propensity recovery; records
+carry ``propensity_max_rel_error``).
 
 Usage:
   python bench/ltr_dl19.py [--data ../shared/data/trec-dl19] [--etas 0.5 1 2] [--seeds 0 1 2]
@@ -48,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "ltr_dl19.jsonl"))
     ap.add_argument("--generated", action="store_true", help="generated lists, not DL19")
+    ap.add_argument("--logger", choices=sorted(LOGGERS), default="relevance",
+                    help="--generated: the logging ranker (random: a permutation per query, so "
+                         "examination and relevance are separable)")
     args = ap.parse_args(argv)
     if args.generated:
         return generated(args, argv)
@@ -132,7 +138,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _gen_lists(seed: int, n_queries: int, n_docs: int = 10):
+LOGGERS = {"relevance": "0.5 w.x + 1.5 x_6 + noise",
+           "random": "a random permutation per query (rank uncorrelated with relevance)"}
+
+
+def _gen_lists(seed: int, n_queries: int, n_docs: int = 10, logger_kind: str = "relevance"):
     import numpy as np
 
     rng = np.random.default_rng(seed)
@@ -140,6 +150,8 @@ def _gen_lists(seed: int, n_queries: int, n_docs: int = 10):
     z = x @ np.array([1.0, -0.5, 0.8, 0.0, 0.3, 0.0])
     y = np.clip(np.round(0.9 * z + 1.0 + rng.normal(size=z.shape) * 0.5), 0, 3)
     logger = 0.5 * z + 1.5 * x[..., 5] + rng.normal(size=z.shape) * 0.5
+    if logger_kind == "random":
+        logger = rng.random(size=z.shape)
     return x, y.astype(np.float32), np.argsort(-logger, 1)
 
 
@@ -153,18 +165,18 @@ def generated(args, argv) -> int:
 
     torch.set_num_threads(args.threads)
     env = br.environment("cpu", note=f"{args.threads} torch thread(s)")
-    common = {"dataset": "generated-lists", "label": LABEL,
+    common = {"dataset": "generated-lists", "label": LABEL, "logger": args.logger,
               "split": "500 train / 500 test generated queries (test seed = seed + 1000)",
               "candidates": "all 10 documents", "config": {
                   "steps": args.steps, "sessions": args.sessions, "batch_size": 256, "lr": 0.05,
                   "optimiser": "Adagrad", "clip": 5.0, "mlp_hidden": [64, 32], "epsilon": 0.1,
-                  "propensity": "rho^eta", "logging_ranker": "0.5 w.x + 1.5 x_6 + noise"},
+                  "propensity": "rho^eta", "logging_ranker": LOGGERS[args.logger]},
               "command": "python bench/ltr_dl19.py " + " ".join(argv or sys.argv[1:])}
     cells: dict[tuple, list[float]] = {}
     for eta in args.etas:
         records = []
         for seed in args.seeds:
-            x, y, shown = _gen_lists(seed, 500)
+            x, y, shown = _gen_lists(seed, 500, logger_kind=args.logger)
             xt, yt, _ = _gen_lists(seed + 1000, 500)
             mt = np.ones_like(yt, bool)
             sess = simulate_sessions(shown, np.ones_like(shown, bool), y, args.sessions, eta=eta,
@@ -181,8 +193,10 @@ def generated(args, argv) -> int:
                     if res.propensity is not None:
                         extra["propensity_estimate"] = [round(float(v), 4)
                                                         for v in res.propensity]
-                        extra["propensity_true"] = [round(float(v), 4)
-                                                    for v in (RHO / RHO[0]) ** eta]
+                        true = (RHO / RHO[0]) ** eta
+                        extra["propensity_true"] = [round(float(v), 4) for v in true]
+                        extra["propensity_max_rel_error"] = round(float(np.abs(
+                            np.asarray(res.propensity)[:len(true)] / true - 1).max()), 4)
                     for name in METRICS:
                         records.append(br.record("ltr_dl19", name, m[name], "score", env,
                                                  **common, model=model, strategy=learner,
