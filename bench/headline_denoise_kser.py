@@ -8,6 +8,11 @@
         --minilm MINILM --out OUT
     # CPU smoke test at tiny size (4 users, 8 new tokens, user knowledge only, 1 epoch of DIN)
     python bench/headline_denoise_kser.py smoke --ml1m DIR --work /tmp/w --out /tmp/o
+    # the markdown tables of docs/headline.md from the recorded lines (optionally with the
+    # no-knowledge backbone of the KSER table for reference)
+    python bench/headline_denoise_kser.py table \
+        --results bench/results/headline_denoise_kser.jsonl \
+        --backbone bench/results/kser_ml1m.jsonl
 
 ``generate`` runs ``llmrec knowledge generate --denoise.enabled=true`` (low ratings < 3 stars and
 rating bursts of >= 4 within 5 s dropped from each user's LM history before the prompt; the
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -39,7 +45,9 @@ sys.path.insert(0, str(ROOT))
 
 SPLIT = ["--split.protocol=kar", "--split.seed=42", "--split.valid_frac=0.1",
          "--split.test_frac=0.1"]
+RAW = "user knowledge: raw"
 DENOISED = "user knowledge: denoised (ratings < 3 and bursts of >= 4 within 5 s dropped)"
+METRICS = ("auc", "gauc", "logloss")
 
 
 def _llmrec(args: list[str]) -> None:
@@ -73,13 +81,106 @@ def _train(ml1m: str, cache: str, condition: str, out: str, extra: list[str]) ->
     subprocess.run(cmd, check=True, cwd=ROOT)
 
 
+def _per_seed(rows: list[dict]) -> dict[tuple, dict[int, float]]:
+    """(condition, model, augment, metric) -> {seed: value}; a seed recorded again later wins."""
+    cells: dict[tuple, dict[int, float]] = {}
+    for r in rows:
+        if r.get("seed") is None or r.get("value") is None or r.get("metric") not in METRICS:
+            continue
+        key = (r.get("condition"), r["model"], r["augment"], r["metric"])
+        cells.setdefault(key, {})[r["seed"]] = r["value"]
+    return cells
+
+
+def _ms(vals: list[float], sign: bool = False) -> str:
+    if not vals:
+        return "-"
+    f = "+.4f" if sign else ".4f"
+    sd = f" ± {statistics.stdev(vals):.4f}" if len(vals) > 1 else ""
+    return f"{format(statistics.fmean(vals), f)}{sd}"
+
+
+def table(results: str, backbone: str | None) -> int:
+    """Print the markdown tables of ``results`` (raw vs denoised, paired differences) and, with
+    ``backbone``, the ``augment: none`` cells of the same models and dataset there."""
+    from llmrec import benchrecord as br
+
+    rows = [r for r in br.read(results) if r.get("benchmark") == "headline_denoise_kser"]
+    cells = _per_seed(rows)
+    pairs = sorted({(k[1], k[2]) for k in cells if k[0] in (RAW, DENOISED)},
+                   key=lambda mk: ([r["model"] for r in rows].index(mk[0]), mk[1]))
+    print("**test metrics** (mean ± std over seeds, number of seeds in brackets)\n")
+    head = [f"{m} {c}" for m in METRICS for c in ("raw", "denoised")]
+    print("| model | augment | " + " | ".join(head) + " |")
+    print("|" + "---|" * (len(head) + 2))
+    for model, aug in pairs:
+        out = []
+        for m in METRICS:
+            for cond in (RAW, DENOISED):
+                vals = list(cells.get((cond, model, aug, m), {}).values())
+                out.append(f"{_ms(vals)} ({len(vals)})" if vals else "-")
+        print(f"| {model} | {aug} | " + " | ".join(out) + " |")
+    print("\n**denoised − raw, paired by seed** (mean ± std; in brackets: seeds where denoised "
+          "is higher / seeds paired)\n")
+    print("| model | augment | " + " | ".join(f"Δ {m}" for m in METRICS) + " |")
+    print("|" + "---|" * (len(METRICS) + 2))
+    for model, aug in pairs:
+        out = []
+        for m in METRICS:
+            a = cells.get((RAW, model, aug, m), {})
+            b = cells.get((DENOISED, model, aug, m), {})
+            d = [b[s] - a[s] for s in sorted(set(a) & set(b))]
+            out.append(f"{_ms(d, sign=True)} ({sum(x > 0 for x in d)}/{len(d)})" if d else "-")
+        print(f"| {model} | {aug} | " + " | ".join(out) + " |")
+    pop = [r for r in rows if r.get("model") == "popularity" and r.get("metric") == "auc"]
+    envs = sorted({(r.get("device"), r.get("commit")) for r in rows if r.get("seed") is not None})
+    print(f"\nDataset: {', '.join(sorted({r.get('dataset') for r in rows}))}, split "
+          f"{', '.join(sorted({r.get('split') for r in rows}))}"
+          + (f"; popularity AUC {pop[-1]['value']:.4f}" if pop else "") + "; "
+          + "; ".join(f"{d}, commit `{c}`" for d, c in envs) + ".")
+    if not backbone:
+        return 0
+    datasets = {r.get("dataset") for r in rows}
+    models = list(dict.fromkeys(m for m, _ in pairs))
+    base: dict[tuple, dict[int, dict]] = {}
+    for r in sorted(br.read(backbone), key=lambda r: r.get("date") or ""):
+        if (r.get("augment") == "none" and r.get("model") in models and r.get("seed") is not None
+                and r.get("dataset") in datasets and r.get("metric") in METRICS
+                and r.get("value") is not None):
+            # a (model, seed) cell from the newest run that has it, as the KSER table pools them
+            base.setdefault((r["model"], r["metric"]), {})[r["seed"]] = r
+    if not base:
+        print(f"\nno augment-none cell for {', '.join(models)} in {backbone}")
+        return 0
+    print(f"\n**no knowledge (augment none), from {backbone}** (mean ± std over seeds, number of "
+          "seeds in brackets)\n")
+    print("| model | " + " | ".join(METRICS) + " |")
+    print("|" + "---|" * (len(METRICS) + 1))
+    used: dict[tuple, set] = {}
+    for model in models:
+        out = []
+        for m in METRICS:
+            recs = base.get((model, m), {})
+            vals = [x["value"] for x in recs.values()]
+            out.append(f"{_ms(vals)} ({len(vals)})" if vals else "-")
+            for s, x in recs.items():
+                used.setdefault((x.get("device"), x.get("commit")), set()).add((model, s))
+        print(f"| {model} | " + " | ".join(out) + " |")
+    print("\nRuns: " + "; ".join(
+        f"{d}, commit `{c}`: " + ", ".join(
+            f"{mo} seeds {','.join(str(s) for s in sorted(s for mm, s in v if mm == mo))}"
+            for mo in models if any(mm == mo for mm, _ in v))
+        for (d, c), v in sorted(used.items(), key=lambda kv: kv[0][1] or "")) + ".")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=("generate", "train", "smoke"))
-    ap.add_argument("--ml1m", required=True, help="ML-1M folder (movies.dat, users.dat, ratings)")
+    ap.add_argument("stage", choices=("generate", "train", "smoke", "table"))
+    ap.add_argument("--ml1m", default=None, help="ML-1M folder (movies.dat, users.dat, ratings)")
     ap.add_argument("--item-knowledge", default=None, help="item_llm_text.json (generate)")
-    ap.add_argument("--work", required=True, help="folder of the knowledge caches")
+    ap.add_argument("--work", default=None, help="folder of the knowledge caches")
     ap.add_argument("--raw", action="store_true", help="generate: also the raw-knowledge cache")
     ap.add_argument("--raw-cache", default=None, help="train: the raw-knowledge cache "
                                                       "(default WORK/cache_raw)")
@@ -94,7 +195,18 @@ def main(argv: list[str] | None = None) -> int:
                          "does only the cells its file there lacks (kser_quality.py "
                          "--skip-existing)")
     ap.add_argument("--out", default=None, help="train/smoke: folder of the JSONL file")
+    ap.add_argument("--results", default=None, metavar="JSONL",
+                    help="table: the recorded lines (bench/results/headline_denoise_kser.jsonl)")
+    ap.add_argument("--backbone", default=None, metavar="JSONL",
+                    help="table: a KSER records file whose augment-none cells of the same models "
+                         "and dataset are shown for reference")
     args = ap.parse_args(argv)
+    if args.stage == "table":
+        if not args.results:
+            ap.error("table needs --results")
+        return table(args.results, args.backbone)
+    if not args.ml1m or not args.work:
+        ap.error(f"{args.stage} needs --ml1m and --work")
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     work = Path(args.work)
     den = str(work / "cache_denoised")
@@ -130,12 +242,12 @@ def main(argv: list[str] | None = None) -> int:
                  f"--knowledge.embedder={args.minilm}", "--knowledge.kinds=[user]",
                  "--knowledge.embed_device=cpu", "--train.epochs=1", "--train.batch_size=4096",
                  "--train.device=cpu"]
-        _train(args.ml1m, raw, "smoke: user knowledge: raw", outs["raw"],
+        _train(args.ml1m, raw, "smoke: " + RAW, outs["raw"],
                train + ["--variants", "kar"])
         _train(args.ml1m, den, "smoke: " + DENOISED, outs["denoised"],
                train + ["--variants", "kar"])
         return 0
-    _train(args.ml1m, raw, "user knowledge: raw", outs["raw"], train + skip("raw"))
+    _train(args.ml1m, raw, RAW, outs["raw"], train + skip("raw"))
     _train(args.ml1m, den, DENOISED, outs["denoised"], train + skip("denoised"))
     return 0
 
