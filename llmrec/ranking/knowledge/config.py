@@ -42,10 +42,8 @@ class AugmentConfig:
                                        "of train.lr (the backbone keeps train.lr)")
     select_lr_scale: float = option(
         1.0, help="KSER: the learning rate of ESFNet's selection parameters (chunk scorer, "
-                  "field gate, field prior, threshold) as a further multiple of the extractor's; "
-                  "Adam moves a parameter by at most about its learning rate per step, so a "
-                  "softmax logit needs a large multiple to change the selection within a few "
-                  "hundred steps (docs/kser.md, the oracle)")
+                  "field gate, field prior, threshold) as a further multiple of the extractor's "
+                  "(on the oracle of docs/kser.md, 10-100 did not select a weak signal better)")
 
     # -- KAR: hybrid-expert adaptor ----------------------------------------------------------------
     kar_shared_experts: int = option(2, help="KAR: experts shared by user and item knowledge (S)")
