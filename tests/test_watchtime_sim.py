@@ -127,3 +127,21 @@ def test_on_ml1m_when_staged(tmp_path):
     assert ratings["user_id"].nunique() == 20
     log = simulate_log(ratings)
     assert (log["play_time_ms"] <= log["duration_ms"]).all()
+
+
+def test_watchtime_runner_reads_a_simulated_log_unchanged(tmp_path):
+    import json
+
+    from llmrec.ranking import watchtime_run as wt
+    from llmrec.ranking.watchtime_sim import write_simulated_log
+
+    write_simulated_log(simulate_log(_ratings(n_users=20, per_user=20)), tmp_path / "log")
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(f"kuairand: {{path: {tmp_path / 'log'}, max_duration_s: 400}}\n"
+                   f"watchtime: {{label: d2co}}\nmodel: dnn\n"
+                   f"model_args: {{embed_dim: 4, hidden: [8]}}\n"
+                   f"train: {{device: cpu, epochs: 1, batch_size: 64, checkpoint: false}}\n"
+                   f"output: {tmp_path / 'res.json'}\n")
+    assert wt.main(["--config", str(cfg)]) == 0
+    res = json.loads((tmp_path / "res.json").read_text())
+    assert res["data"]["kept"] == 400 and "gauc" in res["test"]
