@@ -108,11 +108,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--folder", default="runs/watchtime_sim", help="where the simulated logs "
                                                                    "are written")
     ap.add_argument("--out", default=None, help="JSONL file to append the records to")
+    ap.add_argument("--variant-name", default=None, help="--table: which simulator variant "
+                                                         "(default: the default parameters)")
+    ap.add_argument("--sim", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a simulator parameter (WatchTimeSimConfig), e.g. "
+                         "duration_exponent=0; the records name the variant")
+    ap.add_argument("--references", type=int, default=1,
+                    help="also score the random / duration references (0 = skip)")
     ap.add_argument("--table", default=None, help="print the markdown tables of this JSONL "
                                                   "file and exit")
     args = ap.parse_args(argv)
     if args.table:
-        print_tables(args.table)
+        print_tables(args.table, args.variant_name)
         return 0
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -135,12 +142,21 @@ def main(argv: list[str] | None = None) -> int:
     bad = [k for k in kinds if k not in KINDS]
     if bad:
         ap.error(f"--labels: unknown {bad}; choose from {', '.join(KINDS)}")
-    base = WatchTimeSimConfig(path=args.path, n_users=args.n_users)
+    overrides = {}
+    for kv in args.sim:
+        key, _, val = kv.partition("=")
+        if key not in WatchTimeSimConfig.__dataclass_fields__ or not val:
+            ap.error(f"--sim {kv!r}: expected KEY=VALUE with KEY a WatchTimeSimConfig field")
+        overrides[key] = type(getattr(WatchTimeSimConfig(), key))(val)
+    variant = ",".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}"
+                       for k, v in overrides.items()) or "default"
+    base = WatchTimeSimConfig(path=args.path, n_users=args.n_users, **overrides)
     ratings, users_t, items_t = load_ml1m_ratings(base)
     t_all = time.perf_counter()
     for seed in seeds:
         sim = WatchTimeSimConfig(**{**base.as_dict(), "seed": seed})
-        data, split, fcfg, log = load_simulated(sim, Path(args.folder) / f"seed{seed}", ratings,
+        data, split, fcfg, log = load_simulated(sim, Path(args.folder) / variant / f"seed{seed}",
+                                                ratings,
                                                 users_t, items_t)
         fs = build_features(data, split, fcfg)
         assert "interest" not in fs.spec.labels  # the interest is never a feature or label
@@ -152,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         sim_info = {**split.info["simulation"], "splits": split.info["splits"],
                     "test_users": int(np.unique(users).size),
                     "protocol": split.info["protocol"]}
-        common = dict(dataset=DATASET, simulated=SIM_LABEL, seed=seed, split="test",
+        common = dict(dataset=DATASET, simulated=SIM_LABEL, variant=variant, seed=seed,
+                      split="test",
                       positive=f"rating >= {sim.positive_rating:g}", simulation=sim_info)
 
         def emit(model, kind, score, extra):
@@ -170,9 +187,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"q {metrics['top5_interest']:.3f} (all {metrics['all_interest']:.3f}) "
                   f"{extra.get('wall_seconds', '')}", flush=True)
 
-        rng = np.random.default_rng(seed)
-        emit("reference", "random", rng.random(len(s)), {})
-        emit("reference", "duration", d.copy(), {})
+        if args.references:
+            rng = np.random.default_rng(seed)
+            emit("reference", "random", rng.random(len(s)), {})
+            emit("reference", "duration", d.copy(), {})
         for model in models:
             for kind in kinds:
                 seed_everything(seed)
@@ -197,18 +215,22 @@ def main(argv: list[str] | None = None) -> int:
                                "monitor": "valid long-view gauc"}})
     print(f"\n{time.perf_counter() - t_all:.0f} s")
     if args.out:
-        print_tables(args.out)
+        print_tables(args.out, variant)
     return 0
 
 
-def print_tables(path: str) -> None:
-    """Markdown tables (mean ± std over seeds) of the records in ``path``: the latest run per
-    (model, label, seed)."""
+def print_tables(path: str, variant: str | None = None) -> None:
+    """Markdown tables (mean ± std over seeds) of the records in ``path`` for the simulator
+    ``variant`` (default: the default parameters): the latest run per (model, label, seed)."""
     import json
     from collections import defaultdict
 
     recs = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    recs = [r for r in recs if r.get("benchmark") == BENCH]
+    variant = variant or "default"
+    recs = [r for r in recs if r.get("benchmark") == BENCH
+            and r.get("variant", "default") == variant]
+    if not recs:
+        raise SystemExit(f"{path}: no {BENCH} records of simulator variant {variant!r}")
     latest = {}
     for r in recs:  # a later record of the same cell replaces an earlier one
         latest[(r["model"], r["label"], r["seed"], r["metric"])] = r
@@ -231,8 +253,8 @@ def print_tables(path: str) -> None:
         return f"{s['mean']:{f}} ± {s['std']:{f}}"
 
     any_bins = next(iter(bins.values()))[0]
-    print(f"\n### Interest ranking on the test split (simulated watch time; seeds {seeds}, "
-          f"mean ± std)\n")
+    print(f"\n### Interest ranking on the test split (simulated watch time, simulator {variant}; "
+          f"seeds {seeds}, mean ± std)\n")
     print(f"positives: {any_bins['positive']}; gain of nDCG: interest (rating - 1) / 4; "
           f"mean test duration {any_bins['all_duration']:.1f} s, mean interest "
           f"{any_bins['all_interest']:.3f}\n")
