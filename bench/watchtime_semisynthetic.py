@@ -250,7 +250,7 @@ def print_tables(path: str, variant: str | None = None) -> None:
         if not vals:
             return "n/a"
         s = br.summarise([v for v in vals if v == v])
-        return f"{s['mean']:{f}} ± {s['std']:{f}}"
+        return f"{s['mean']:{f}} ± {s['std']:{f.lstrip('+')}}"
 
     any_bins = next(iter(bins.values()))[0]
     print(f"\n### Interest ranking on the test split (simulated watch time, simulator {variant}; "
