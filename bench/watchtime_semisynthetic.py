@@ -285,10 +285,11 @@ def print_tables(path: str, variant: str | None = None) -> None:
     first = bins[rows[0]][0]["value"]
     print(f"\n### Per duration bin (simulated watch time; 10 equal-frequency bins of the test "
           f"durations, seeds {seeds}, mean over seeds)\n")
-    print("bin: mean duration (s) / mean interest / share of interest positives\n")
+    print("column heads: the bin's mean duration (s), mean interest q and share of the interest "
+          "positives")
     for name, key in (("share of the users' top 5 in the bin", "top5_share"),
                       ("interest GAUC inside the bin", "interest_gauc")):
-        print(f"\n{name}:\n")
+        print(f"\n{name} (simulated watch time):\n")
         heads = []
         for i in range(len(first)):
             dm = _mean([r["value"][i]["d_mean"] for r in bins[rows[0]]])
