@@ -21,7 +21,10 @@ batch order, dropout; the split is fixed by time):
 Early stopping on valid AUC (patience from the recipe). Metrics on the test split: AUC and GAUC
 (per-user AUC weighted by the user's anchors over users with both labels; that user count is
 recorded). One record per (row, grid point, seed, horizon, split, metric), then summary records
-(mean, std over seeds) of the test metrics.
+(mean, std over seeds) of the test metrics. Before the models, single-feature references: the test
+AUC / GAUC of each raw numeric observable feature, and of the number of onboarding items
+(privileged), as a score (``model = feature:<name>``; no sign flip, so < 0.5 means the feature
+ranks inversely).
 """
 
 from __future__ import annotations
@@ -92,6 +95,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"WARNING: only {counts['anchors']} return anchors (< 2,000): the proxy is thin")
     if args.out:
         br.append(args.out, records)
+
+    # single-feature references on test: how much a lone observable feature (or the onboarding
+    # content's length) ranks, globally and within users
+    from llmrec.retention.model import evaluate
+    from llmrec.retention.proxy import NUM_FEATURES
+
+    refs = []
+    for h in cfg.train_horizons:
+        idx = ev.split_index("test", h)
+        y = torch.as_tensor(ev.labels[h][idx])
+        feats = {f: ev.num[idx, j] for j, f in enumerate(NUM_FEATURES)}
+        feats["content_count (privileged)"] = (ev.content_items[idx] > 0).sum(1)
+        for name, v in feats.items():
+            r = evaluate(y, torch.as_tensor(v, dtype=torch.float64), ev.user[idx])
+            for metric in ("auc", "gauc"):
+                refs.append(br.record(BENCH, metric, r[metric], metric.upper(), env, **common,
+                                      model=f"feature:{name}", split="test", horizon_days=h,
+                                      n=r["n"], gauc_users=r["gauc_users"]))
+            print(f"horizon {h} feature {name}: test AUC {r['auc']:.3f}, GAUC {r['gauc']:.3f}")
+    if args.out:
+        br.append(args.out, refs)
 
     grid = list(itertools.product(cfg.lams, cfg.distances))
     config = {"model": to_dict(cfg.model), "grid": grid, "seeds": cfg.seeds}
