@@ -276,9 +276,18 @@ def table(dataset: str, path: Path = OUT) -> str:
         ref = BARS_FRAPPE["fm"]
         lines.append(f"| FM (not run here) | | | | | | {ref[0]:.4f} / {ref[1]:.4f} |")
     any_rec = latest[(models[-1], "auc")]
-    lines += ["", f"Device: {any_rec['device']}; commit `{any_rec['commit']}`; "
-                  f"{any_rec['date']}; torch {any_rec['versions'].get('torch')}. Dataset: "
-                  f"{dataset}, split: {any_rec['split']}."]
+    # the rows may come from different runs: one line per (device, commit, torch) with its models
+    runs: dict[tuple, list[str]] = {}
+    for m in models:
+        r = latest[(m, "auc")]
+        if m == "popularity":
+            continue
+        key = (r["device"], r["commit"], r["versions"].get("torch"))
+        runs.setdefault(key, []).append(NAMES.get(m, m))
+    lines += [""] + [f"Device: {dev}; commit `{commit}`; torch {torch}: {', '.join(names)}."
+                     for (dev, commit, torch), names in runs.items()]
+    lines += [f"Dataset: {dataset}, split: {any_rec['split']}; latest record "
+              f"{max(r['date'] for r in latest.values())}."]
     return "\n".join(lines)
 
 
