@@ -237,8 +237,10 @@ def transform_cells(args, cfg, fs, res, env, common) -> list[dict]:
 def table(dataset: str, path: Path = OUT) -> str:
     """Markdown table of the latest mean cell of every model for ``dataset`` (Frappe: with the
     BARS Frappe_x1 numbers beside, for reference only)."""
+    # the models as their recipe trains them: no transform records, no smoke runs, no variant
+    # (a --condition other than "transforms", whose trained cells are the plain recipe)
     recs = [r for r in br.read(path) if r.get("dataset") == dataset and not r.get("transform")
-            and not str(r.get("condition", "")).startswith("smoke")]
+            and r.get("condition") in (None, "transforms")]
     if not recs:
         return f"_no {dataset} results in {path.name} yet_"
     latest: dict[tuple[str, str], dict] = {}
