@@ -52,24 +52,14 @@ SCALARS = ("interest_gauc", "interest_ndcg@5", "interest_ndcg@10", "top5_duratio
            "top5_interest", "gauc", "xgauc", "xauc")
 
 
-def _top_k(users, score, k):
-    import numpy as np
-
-    users = np.asarray(users).astype(str)
-    order = np.lexsort((-np.asarray(score, dtype=np.float64), users))
-    u = users[order]
-    first = np.r_[0, np.flatnonzero(u[1:] != u[:-1]) + 1]
-    rank = np.arange(u.size) - np.repeat(first, np.diff(np.r_[first, u.size]))
-    return order[rank < k]
-
-
 def score_against_interest(users, interest, positive, w, d, score, n_bins=10, k=5):
     """The scalar metrics and the per-duration-bin rows of one test scoring."""
     import numpy as np
 
-    from llmrec.ranking.watchtime import duration_bins, gauc, ndcg, watch_time_metrics
+    from llmrec.ranking.watchtime import (duration_bins, gauc, ndcg, top_k_per_user,
+                                          watch_time_metrics)
 
-    top = _top_k(users, score, k)
+    top = top_k_per_user(users, score, k)
     out = {"interest_gauc": gauc(users, positive, score),
            "interest_ndcg@5": ndcg(users, interest, score, 5),
            "interest_ndcg@10": ndcg(users, interest, score, 10),

@@ -450,16 +450,23 @@ def duration_bins(d, w_true, score, users=None, w_pred=None, label=None, long=No
     out: dict[str, Any] = {"edges": edges.tolist(), "bins": rows}
     if users is not None and long is not None:
         lv = np.asarray(long, np.float64).reshape(-1)
-        order, starts, counts = _by_user(users)
-        top = []
-        for a, n in zip(starts, counts):
-            sel = order[a:a + n]
-            top.extend(sel[np.argsort(-score[sel], kind="stable")][:top_k].tolist())
+        top = top_k_per_user(users, score, top_k)
         nb = len(edges) + 1
         out["top_share"] = (np.bincount(b[top], minlength=nb) / max(len(top), 1)).tolist()
         pos = b[lv > 0.5]
         out["positive_share"] = (np.bincount(pos, minlength=nb) / max(pos.size, 1)).tolist()
     return out
+
+
+def top_k_per_user(users, score, k: int) -> np.ndarray:
+    """Indices of each user's ``k`` highest-scored samples (ties in their original order)."""
+    score = np.asarray(score, np.float64).reshape(-1)
+    order, starts, counts = _by_user(users)
+    top: list[int] = []
+    for a, n in zip(starts, counts):
+        sel = order[a:a + n]
+        top.extend(sel[np.argsort(-score[sel], kind="stable")][:k].tolist())
+    return np.asarray(top, dtype=np.int64)
 
 
 def watch_time_metrics(users, w, d, score, w_pred=None, tau: float = 18.0,
