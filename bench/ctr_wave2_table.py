@@ -146,6 +146,7 @@ def run_table(args, overrides: list[str]) -> int:
                 records.append(br.record(
                     BENCHMARK, m, res["test"][m], "", env, model=name, seed=seed,
                     best_epoch=res["best_epoch"], epochs=res["epochs"],
+                    stop_reason=res.get("stop_reason"),
                     valid_auc=res["valid"]["auc"], wall_seconds=round(wall, 2),
                     n_parameters=n_params, config=conf, **common))
             log.info("%s seed %d: test AUC %.5f LogLoss %.5f, %d parameters (best epoch %d, "

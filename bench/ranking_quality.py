@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
                 per_seed[m].append(res["test"][m])
                 records.append(br.record(args.benchmark, m, res["test"][m], "", env, model=name,
                                          seed=seed, best_epoch=res["best_epoch"],
-                                         epochs=res["epochs"], valid_auc=res["valid"]["auc"],
+                                         epochs=res["epochs"], stop_reason=res.get("stop_reason"),
+                                         valid_auc=res["valid"]["auc"],
                                          wall_seconds=round(wall, 2),
                                          n_parameters=res["n_parameters"], config=conf, **common))
             log.info("%s seed %d: test AUC %.5f LogLoss %.5f (best epoch %d, %.1fs)", name, seed,

@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
                                           model=model, position=position, seed=res["seed"],
                                           eval_split=split, best_epoch=res["best_epoch"],
                                           epochs=res["epochs"],
+                                          stop_reason=res.get("stop_reason"),
                                           wall_seconds=round(res["wall_seconds"], 1),
                                           samples_per_s=res["samples_per_s"],
                                           n_parameters=res["n_parameters"],

@@ -254,3 +254,65 @@ def test_fair_scores_every_item_by_its_codes_and_never_perturbs_padding():
     pad = ~batch["hist_mask"]
     assert torch.equal(noisy[pad], batch["hist_item"][pad])
     assert (noisy[batch["hist_mask"]] >= 3).all()  # never a special id
+
+
+def _window_targets(batch):
+    hist = batch["hist_rows"]
+    n = (hist > 0).sum(1)
+    nxt = torch.cat([hist[:, 1:], torch.zeros_like(hist[:, :1])], 1)
+    j = torch.arange(hist.shape[1])[None]
+    return torch.where(j == (n - 1)[:, None], batch["item_row"][:, None], nxt), j < n[:, None]
+
+
+def test_sequence_training_bce_is_one_negative_per_position_outside_the_users_items():
+    from llmrec.data.splits import SplitConfig, make_split
+    from llmrec.ranking.task_config import TaskConfig
+    from llmrec.ranking.tasks import build_task
+
+    tables, _ = make_synthetic(20, 30, mean_len=8, seed=4)
+    split = make_split(tables.df("interactions"), SplitConfig(protocol="leave-last-out"))
+    fs = build_features(tables, split, FeatureConfig(max_hist_len=12, max_multi_len=2))
+    torch.manual_seed(0)
+    model = build_model("sasrec", fs.spec, embed_dim=8, blocks=1, heads=2, dropout=0.0,
+                        position="none").eval()
+    task = build_task(TaskConfig(kind="next_item", loss="bce", sequence_training=True), fs.spec)
+    train = fs.split_index("train")
+    idx = train[fs.tensors["hist_rows"][train, 0] > 0][:16]
+    batch = fs.batch(idx)
+    with torch.no_grad():
+        out = model(batch)
+        torch.manual_seed(7)
+        loss = task.loss(out, batch)
+        states, items = out["hidden_seq"].float(), out["items"].float()
+        target, valid = _window_targets(batch)
+        torch.manual_seed(7)
+        neg = torch.randint(1, items.shape[0], target.shape)
+        terms = []
+        for b in range(len(idx)):
+            mine = set(batch["hist_rows"][b].tolist()) | {int(batch["item_row"][b])}
+            for j in range(target.shape[1]):
+                if not valid[b, j]:
+                    continue
+                s = states[b, j]
+                term = torch.nn.functional.softplus(-(s @ items[target[b, j]]))
+                if int(neg[b, j]) not in mine:
+                    term = term + torch.nn.functional.softplus(s @ items[neg[b, j]])
+                terms.append(term)
+        assert any(int(neg[b, j]) in (set(batch["hist_rows"][b].tolist()) |
+                                      {int(batch["item_row"][b])})
+                   for b in range(len(idx)) for j in range(target.shape[1]) if valid[b, j]), \
+            "the fixture should draw at least one negative among the user's items"
+    torch.testing.assert_close(loss, torch.stack(terms).mean(), rtol=1e-5, atol=1e-6)
+    # the sampled softmax over the same positions
+    sampled = build_task(TaskConfig(kind="next_item", loss="sampled", n_negatives=5,
+                                    sequence_training=True), fs.spec)
+    with torch.no_grad():
+        torch.manual_seed(3)
+        ls = sampled.loss(out, batch)
+        torch.manual_seed(3)
+        negs = torch.randint(1, items.shape[0], (5,))
+    h, t = states[valid], target[valid]
+    logits = torch.cat([(h * items[t]).sum(1, keepdim=True),
+                        (h @ items[negs].T).masked_fill(negs[None] == t[:, None], float("-inf"))], 1)
+    torch.testing.assert_close(ls, torch.nn.functional.cross_entropy(
+        logits, torch.zeros_like(t)), rtol=1e-5, atol=1e-6)

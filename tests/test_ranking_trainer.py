@@ -59,6 +59,19 @@ def test_early_stopping_restores_best(tmp_path):
     assert result["best_epoch"] == 1 + aucs.index(max(aucs))
 
 
+def test_time_budget_stops_after_the_epoch_that_spends_it(tmp_path):
+    fs = _features()
+    # a budget far below one epoch: exactly one epoch runs, its weights are the best, and the
+    # result says why it stopped
+    result = _trainer(fs, tmp_path / "b", epochs=5, max_minutes=1e-9).fit()
+    assert result["epochs"] == 1 and result["best_epoch"] == 1
+    assert result["stop_reason"] == "time budget" and "test" in result
+    free = _trainer(fs, tmp_path / "f", epochs=2, max_minutes=60).fit()
+    assert free["epochs"] == 2 and free["stop_reason"] == "epochs"
+    with pytest.raises(ValueError, match="max_minutes"):
+        TrainConfig(max_minutes=0)
+
+
 def test_popularity_baseline():
     fs = _features()
     pop = evaluate_popularity(fs)

@@ -283,7 +283,11 @@ class NextItemTask(Task):
 
     def _sequence_loss(self, out, batch):
         """Every valid position j of each window predicts the item after it: behaviour j + 1, or
-        the sample's own item for the most recent behaviour. Full softmax over the catalogue."""
+        the sample's own item for the most recent behaviour. ``task.loss``: full softmax over the
+        catalogue (default); ``bce``: one uniform negative per position, dropped from the
+        negative term when it is one of the user's items (the window's behaviours or its target:
+        SASRec's paper samples negatives outside the user's sequence); ``sampled``: softmax over
+        the target and ``n_negatives`` uniform negatives shared by the batch."""
         states, items = out["hidden_seq"].float(), out["items"].float()
         hist = batch["hist_rows"]
         n = (hist > 0).sum(1)
@@ -291,6 +295,20 @@ class NextItemTask(Task):
         j = torch.arange(hist.shape[1], device=hist.device)[None]
         target = torch.where(j == (n - 1)[:, None], batch["item_row"][:, None], nxt)
         valid = j < n[:, None]
+        if self.cfg.loss == "bce":
+            neg = torch.randint(1, items.shape[0], target.shape, device=hist.device)
+            seq = torch.cat([hist, batch["item_row"][:, None]], 1)  # the user's items here
+            ok = ~(neg[:, :, None] == seq[:, None, :]).any(2)
+            pos = (states * items[target]).sum(-1)
+            negs = (states * items[neg]).sum(-1)
+            per = F.softplus(-pos) + F.softplus(negs) * ok.to(negs.dtype)
+            return per[valid].mean()
+        if self.cfg.loss == "sampled":
+            h, t = states[valid], target[valid]
+            neg = torch.randint(1, items.shape[0], (self.cfg.n_negatives,), device=hist.device)
+            pos = (h * items[t]).sum(1, keepdim=True)
+            negs = (h @ items[neg].T).masked_fill(neg[None] == t[:, None], float("-inf"))
+            return F.cross_entropy(torch.cat([pos, negs], 1), torch.zeros_like(t))
         logits = states[valid] @ items.T
         logits[:, 0] = float("-inf")
         return F.cross_entropy(logits, target[valid])

@@ -26,6 +26,10 @@ class TrainConfig:
     betas: list[float] = option([0.9, 0.999], help="Adam betas (SASRec's recipes: [0.9, 0.98])")
     max_grad_norm: float | None = option(None, help="clip the gradient norm to this (null: no clip)")
     patience: int = option(2, help="stop after this many epochs without a better validation AUC")
+    max_minutes: float | None = option(
+        None, help="wall-clock budget for training: no new epoch starts once this many minutes "
+                   "of training and validation have passed (the best epoch so far is kept and "
+                   "evaluated as usual; the result says it stopped on the budget); null: none")
     min_delta: float = option(1e-5, help="smallest AUC gain that counts as an improvement")
     precision: Literal["auto", "bf16", "fp32"] = option(
         "auto", help="auto = bf16 autocast on CUDA, fp32 on CPU")
@@ -59,5 +63,7 @@ class TrainConfig:
             raise ValueError("batch sizes must be >= 1")
         if self.epochs < 0 or self.patience < 1:
             raise ValueError("epochs must be >= 0 and patience >= 1")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ValueError("train.max_minutes must be > 0 (or null for no time budget)")
         if self.graph_min_steps < 0 or self.graph_compile_min_steps < 0:
             raise ValueError("graph_min_steps and graph_compile_min_steps must be >= 0")

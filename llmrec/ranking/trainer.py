@@ -374,7 +374,9 @@ class Trainer:
                      self.step_reason)
         train_time = 0.0
         n_trained = 0
-        while self.epoch < cfg.epochs and self.bad_epochs < cfg.patience:
+        t_fit = time.perf_counter()
+        budget_hit = False
+        while self.epoch < cfg.epochs and self.bad_epochs < cfg.patience and not budget_hit:
             batches = self.epoch_batches()
             total = torch.zeros((), device=self.device)
             self._sync()
@@ -409,12 +411,19 @@ class Trainer:
                          record["samples_per_s"] or 0)
             if cfg.checkpoint and self.output_dir and self.rank == 0:
                 self.save_checkpoint(self.output_dir / CHECKPOINT_DIR)
+            if cfg.max_minutes is not None and self._budget_spent(t_fit, cfg.max_minutes):
+                budget_hit = (self.epoch < cfg.epochs and self.bad_epochs < cfg.patience)
+                if budget_hit and self.rank == 0:
+                    log.info("stopping after epoch %d: train.max_minutes (%g) reached",
+                             self.epoch, cfg.max_minutes)
         if self.best_state is not None:
             self.module.load_state_dict(self.best_state)
         result: dict[str, Any] = {
             "task": self.task.describe(), "best_epoch": self.best_epoch, "epochs": self.epoch,
             "valid": self.evaluate("valid"),
             "train_seconds": train_time,
+            "stop_reason": ("time budget" if budget_hit else "patience"
+                            if self.bad_epochs >= cfg.patience else "epochs"),
             "samples_per_s": n_trained * self.world / train_time if train_time else None,
             "step": dict(self.step_info),
             "history": self.history,
@@ -424,6 +433,18 @@ class Trainer:
         if self.output_dir and self.rank == 0:
             self.save_final(result)
         return result
+
+    def _budget_spent(self, t0: float, minutes: float) -> bool:
+        """Whether ``minutes`` have passed since ``t0``; under DDP rank 0's clock decides for all
+        ranks (each rank deciding alone could stop one of them and hang the others)."""
+        spent = time.perf_counter() - t0 >= 60 * minutes
+        if self.world > 1:
+            import torch.distributed as dist
+
+            flag = torch.tensor([float(spent)], device=self.device)
+            dist.broadcast(flag, src=0)
+            spent = bool(flag.item())
+        return spent
 
     def _monitored(self, metrics: dict[str, float]) -> float:
         if self.task.monitor not in metrics:
