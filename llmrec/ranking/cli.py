@@ -1,4 +1,4 @@
-"""``llmrec rank train|predict|popularity|features|fdo|compress|models``: the GPU ranking
+"""``llmrec rank train|predict|popularity|features|fdo|compress|scaling|models``: the GPU ranking
 engine."""
 
 from __future__ import annotations
@@ -169,6 +169,24 @@ def _compress(cfg, args) -> int:
     return 0
 
 
+def _scaling(cfg, args) -> int:
+    from llmrec.ranking.scaling import format_fits, run_scaling
+
+    curve = run_scaling(cfg)
+    for r in curve["sizes"]:
+        auc = (f"test AUC {r['test_auc_mean']:.5f} +- {r['test_auc_std']:.5f}"
+               if "test_auc_mean" in r else "no test AUC")
+        print(f"{r['family']:<15} {r['size']:<3} {r['non_embedding_parameters']:>12,} "
+              f"non-embedding parameters  {r['train_flops_per_sample']:.3g} train FLOPs/sample  "
+              f"{auc}  ({len(r['seeds'])} seeds)")
+    if curve["fits"]:
+        print(format_fits(curve))
+    if curve["failed"]:
+        print(f"{len(curve['failed'])} cell(s) failed (see the log; a rerun retries them)")
+    print(f"  -> {cfg.out}")
+    return 1 if curve["failed"] else 0
+
+
 def _features_output(cfg) -> tuple:
     """``features_path`` is written only when it holds no features yet."""
     fp = cfg.features_path
@@ -211,6 +229,13 @@ def register(subparsers) -> None:
     add_config_command(sub, "compress", CompressConfig, _compress,
                        help="low-rank compression of a trained run (truncated SVD of embedding "
                             "tables and linear layers) into a new run, optionally fine-tuned",
+                       outputs=lambda c: [(c.out or None, "--out")])
+    from llmrec.ranking.scaling import ScalingConfig
+
+    add_config_command(sub, "scaling", ScalingConfig, _scaling,
+                       help="scaling curve: CTR model families x a size ladder x seeds on one "
+                            "recipe's features; AUC vs non-embedding parameters and FLOPs, with "
+                            "the fit AUC = a + b ln N (curve.csv, curve.json)",
                        outputs=lambda c: [(c.out or None, "--out")])
     add_config_command(sub, "models", None, _models,
                        help="list the models of every family and their hyper-parameters")
