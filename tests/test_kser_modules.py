@@ -169,3 +169,68 @@ def test_info_nce_values():
     assert loss.item() == pytest.approx(expected, rel=1e-5)
     # the same entity twice: the other copy is not a negative, so the loss is 0
     assert info_nce(a, a, torch.tensor([7, 7]), temperature=1.0).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_abs_scorer_is_even_and_the_additive_one_odd_in_the_chunk():
+    from llmrec.ranking.knowledge.kser import ESFNet
+
+    torch.manual_seed(0)
+    c = torch.randn(5, 1, 3, 16)
+    zero_q = torch.zeros(5, 4)
+    for scorer, sign in (("abs", 1.0), ("additive", -1.0)):
+        net = ESFNet(1, 16, 4, hidden=8, scorer=scorer)
+        keys = torch.einsum("bfcd,dh->bfch", c, net.key_w[0])  # key_b is 0 at initialisation
+        keys_neg = torch.einsum("bfcd,dh->bfch", -c, net.key_w[0])
+        s, s_neg = net.chunk_scores(keys, zero_q), net.chunk_scores(keys_neg, zero_q)
+        torch.testing.assert_close(s_neg, sign * s)
+        assert s.abs().max() > 1e-3
+    with pytest.raises(ValueError, match="scorer"):
+        ESFNet(1, 16, 4, scorer="dot")
+
+
+def _signal_weight_by_sign(scorer: str, seed: int = 0, n=1200, fields=2, chunks=4, dim=128,
+                           steps=300):
+    """Train ESFNet + a linear head on labels that follow z, with z (either sign) carried by one
+    chunk of the last field among random unit chunks; the mean weight the field puts on that
+    chunk for z > 0.5 and for z < -0.5."""
+    import torch.nn.functional as F
+
+    from llmrec.ranking.knowledge.kser import ESFNet
+
+    g = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    z = torch.randn(n, generator=g)
+    u = F.normalize(torch.randn(dim, generator=g), dim=0)
+    table = F.normalize(torch.randn(n, fields, chunks, dim, generator=g), dim=-1)
+    slot = torch.randint(0, chunks, (n,), generator=g)
+    noise = F.normalize(torch.randn(n, dim, generator=g), dim=-1)
+    table[torch.arange(n), fields - 1, slot] = F.normalize(z[:, None] * u + noise, dim=-1)
+    vectors = table.permute(1, 0, 2, 3).reshape(-1, dim)  # sorted by field
+    slices = [(f * n * chunks, (f + 1) * n * chunks) for f in range(fields)]
+    index = (1 + torch.arange(fields)[None, :, None] * n * chunks
+             + torch.arange(n)[:, None, None] * chunks + torch.arange(chunks)[None, None]).long()
+    y = (torch.rand(n, generator=g) < torch.sigmoid(z)).float()
+    net = ESFNet(fields, dim, 8, hidden=32, value_dim=32, scorer=scorer)
+    head = torch.nn.Linear(fields * 32, 1)
+    opt = torch.optim.Adam([*net.parameters(), *head.parameters()], lr=1e-3)
+    q = torch.zeros(n, 8)
+    for _ in range(steps):
+        b = torch.randint(0, n, (256,), generator=g)
+        k, _, _ = net(vectors, slices, index[b], q[b])
+        loss = F.binary_cross_entropy_with_logits(head(k.flatten(1)).squeeze(1), y[b])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        _, _, w = net(vectors, slices, index, q)
+    on = w["alpha"][torch.arange(n), fields - 1, slot]
+    return float(on[z > 0.5].mean()), float(on[z < -0.5].mean())
+
+
+def test_abs_scorer_selects_a_signed_signal_chunk_for_both_signs():
+    """The additive scorer learns to select the signal chunk for one sign of z and to avoid it
+    for the other; the abs scorer selects it for both (4 chunks: uniform weight is 0.25)."""
+    abs_pos, abs_neg = _signal_weight_by_sign("abs")
+    add_pos, add_neg = _signal_weight_by_sign("additive")
+    assert min(abs_pos, abs_neg) > 0.35
+    assert min(abs_pos, abs_neg) > min(add_pos, add_neg) + 0.1

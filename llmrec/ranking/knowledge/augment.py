@@ -141,7 +141,7 @@ class KnowledgeAugmented(nn.Module):
                 temperature=cfg.temperature, top_k=cfg.top_k, hard_filter=cfg.hard_filter,
                 field_gate=cfg.field_gate, esfnet=cfg.esfnet, alignment=cfg.alignment,
                 heads=cfg.heads, dehomogenise=cfg.dehomogenise,
-                field_prior=cfg.field_prior)
+                field_prior=cfg.field_prior, scorer=getattr(cfg, "scorer", "additive"))
             out_dim = D
         self.out_dim = out_dim
         if injection == "residual":

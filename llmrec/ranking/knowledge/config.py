@@ -56,6 +56,10 @@ class AugmentConfig:
     esfnet: bool = option(True, help="KSER: score chunks and gate fields; false = mean of each "
                                      "field's chunks, every present field weighted 1 (ablation)")
     score_hidden: int = option(32, help="KSER: width of the chunk-scoring space (W_f, U, v_f)")
+    scorer: Literal["additive", "abs"] = option(
+        "additive", help="KSER: chunk score v_f . tanh(W_f c + U q) (additive attention) or "
+                         "v_f . |W_f c + U q| (abs: even in the chunk's projections, so a chunk "
+                         "that carries a signed signal scores high on either sign)")
     value_dim: int = option(32, help="KSER: width of the field vectors k_f (V_f)")
     temperature: float = option(1.0, help="KSER: softmax temperature over a field's chunks")
     top_k: int | None = option(None, help="KSER: keep only the k best-scored chunks per field")

@@ -68,10 +68,14 @@ class ESFNet(nn.Module):
     def __init__(self, n_fields: int, in_dim: int, query_dim: int, hidden: int = 32,
                  value_dim: int = 32, temperature: float = 1.0, top_k: int | None = None,
                  hard_filter: bool = False, field_gate: str = "softmax", scoring: bool = True,
-                 gate_hidden: int = 64, field_prior: bool = False) -> None:
+                 gate_hidden: int = 64, field_prior: bool = False,
+                 scorer: str = "additive") -> None:
         super().__init__()
         if field_gate not in ("softmax", "sigmoid"):
             raise ValueError(f"field_gate must be softmax or sigmoid, not {field_gate!r}")
+        if scorer not in ("additive", "abs"):
+            raise ValueError(f"scorer must be additive or abs, not {scorer!r}")
+        self.scorer = scorer
         self.n_fields, self.hidden, self.value_dim = n_fields, hidden, value_dim
         self.temperature, self.top_k, self.hard_filter = temperature, top_k, hard_filter
         self.field_gate, self.scoring = field_gate, scoring
@@ -121,9 +125,15 @@ class ESFNet(nn.Module):
         return keys_t, values_t
 
     def chunk_scores(self, keys: torch.Tensor, query: torch.Tensor) -> torch.Tensor:
-        """s[b, f, j] = v_f . tanh(key[b, f, j] + U q_b): [B, F, C]."""
+        """s[b, f, j] = v_f . tanh(key[b, f, j] + U q_b) (``abs``: v_f . |key + U q|): [B, F, C].
+
+        The additive score is odd-ish in the chunk: a chunk carrying a signed signal z (its
+        projection on some direction grows with z) scores high for one sign of z and low for the
+        other, so the field's pooling keeps the signal of half the entities. ``abs`` is even in
+        each projection and scores such a chunk by |z|, for either sign."""
         q = self.query(query)[:, None, None, :]
-        return (torch.tanh(keys + q) * self.v[None, :, None, :]).sum(-1)
+        h = torch.abs(keys + q) if self.scorer == "abs" else torch.tanh(keys + q)
+        return (h * self.v[None, :, None, :]).sum(-1)
 
     def weights(self, keys: torch.Tensor | None, mask: torch.Tensor, query: torch.Tensor | None):
         """Chunk weights alpha [B, F, C] and the raw scores (None without scoring)."""
@@ -250,7 +260,7 @@ class KSERExtractor(nn.Module):
                  value_dim: int = 32, temperature: float = 1.0, top_k: int | None = None,
                  hard_filter: bool = False, field_gate: str = "softmax", esfnet: bool = True,
                  alignment: str = "attention", heads: int = 2, dehomogenise: bool = True,
-                 field_prior: bool = False) -> None:
+                 field_prior: bool = False, scorer: str = "additive") -> None:
         super().__init__()
         if alignment not in ("attention", "mlp"):
             raise ValueError(f"alignment must be attention or mlp, not {alignment!r}")
@@ -258,7 +268,7 @@ class KSERExtractor(nn.Module):
         self.esf = nn.ModuleDict({
             k: ESFNet(n_fields[k], in_dim[k], query_slots[k] * embed_dim, score_hidden, value_dim,
                       temperature, top_k, hard_filter, field_gate, scoring=esfnet,
-                      field_prior=field_prior)
+                      field_prior=field_prior, scorer=scorer)
             for k in n_fields})
         self.align = nn.ModuleDict({
             k: (AttentionAlignment(value_dim, embed_dim, heads) if alignment == "attention"
