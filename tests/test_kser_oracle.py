@@ -246,3 +246,53 @@ def test_history_text_uses_only_the_lm_history():
     assert texts["a"]["history"] == ['Rated "One" 5 of 5; "Two" 2 of 5.']
     assert texts["b"]["history"] == ['Rated "One" 4 of 5.']
     assert texts["b"]["profile"] == "A female user, age group 35, occupation: y."
+
+
+def test_aux_weight_adds_a_knowledge_only_loss_in_training(synth, tmp_path):
+    """knowledge.aux_weight: a linear head per kind predicts the label from the knowledge vector
+    alone; its BCE times the weight is the training aux loss (gradient into the extractor, not
+    the backbone); absent in evaluation and when the weight is 0 (no head built)."""
+    import torch.nn.functional as F
+
+    from llmrec.ranking.knowledge.augment import build_augmented, field_means
+    from llmrec.ranking.knowledge.synthetic import synthetic_embeddings
+
+    tables, split = synth
+    fs = build_features(tables, split, FeatureConfig(max_hist_len=3))
+    ids = {k: fs.row_ids(k) for k in ("user", "item")}
+    folder = synthetic_embeddings(tmp_path / "emb", ids, dim=16, max_chunks=3, seed=0)
+    batch = fs.batch(fs.split_index("train")[:64])
+    for method in ("kar", "kser"):
+        plain_cfg = AugmentConfig(embeddings=str(folder), score_hidden=8, value_dim=8,
+                                  kar_hidden=[16, 8])
+        cfg = AugmentConfig(embeddings=str(folder), score_hidden=8, value_dim=8,
+                            kar_hidden=[16, 8], aux_weight=0.5)
+        tabs = load_knowledge(cfg, ids)
+        means = field_means(tabs, fs) if method == "kser" else None
+        torch.manual_seed(0)
+        plain = build_augmented("dnn", {"embed_dim": 8, "hidden": (8,)}, fs.spec, tabs, method,
+                                plain_cfg, "fields", means=means)
+        torch.manual_seed(0)
+        m = build_augmented("dnn", {"embed_dim": 8, "hidden": (8,)}, fs.spec, tabs, method,
+                            cfg, "fields", means=means)
+        assert plain.aux_head is None and "aux_loss" not in plain.train()(batch)
+        m.train()
+        out = m(batch)
+        vecs, _, _ = m.knowledge(batch)
+        y = batch["label"].float()
+        expect = 0.5 * sum(F.binary_cross_entropy_with_logits(
+            m.aux_head[k](v.float()).squeeze(-1), y) for k, v in vecs.items())
+        torch.testing.assert_close(out["aux_loss"], expect)
+        m.zero_grad()
+        out["aux_loss"].backward()
+        ext = [p.grad for p in m.extractor.parameters() if p.grad is not None]
+        assert ext and any(float(g.abs().sum()) > 0 for g in ext)
+        touched = [n for n, p in m.backbone.named_parameters()
+                   if p.grad is not None and float(p.grad.abs().sum()) > 0]
+        # KAR's vectors do not depend on the backbone; KSER's queries are its embeddings
+        assert all(n.startswith("embedding.") for n in touched), touched
+        assert method == "kser" or not touched, (method, touched)
+        assert "aux_loss" not in m.eval()(batch)
+    with pytest.raises(Exception, match="aux_weight"):
+        build_augmented("dnn", {"embed_dim": 8, "hidden": (8,)}, fs.spec, tabs, "kar",
+                        AugmentConfig(embeddings=str(folder), aux_weight=-1.0), "fields")

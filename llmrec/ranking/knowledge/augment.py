@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from llmrec.errors import ConfigError
@@ -104,6 +105,9 @@ class KnowledgeAugmented(nn.Module):
         self.field_slices = {k: list(t.field_slices) for k, t in tables.items()}
         self.infonce_weight = float(getattr(cfg, "infonce_weight", 0.0))
         self.infonce_temperature = float(getattr(cfg, "infonce_temperature", 0.1))
+        self.aux_weight = float(getattr(cfg, "aux_weight", 0.0))
+        if self.aux_weight < 0:
+            raise ConfigError("knowledge.aux_weight must be >= 0 (0 = no auxiliary loss)")
         self.user_query_target = bool(getattr(cfg, "user_query_target", True))
         self.frozen = freeze_backbone
         self.rescale = bool(getattr(cfg, "rescale", False))
@@ -144,6 +148,10 @@ class KnowledgeAugmented(nn.Module):
                 field_prior=cfg.field_prior, scorer=getattr(cfg, "scorer", "additive"))
             out_dim = D
         self.out_dim = out_dim
+        # the knowledge-only heads of knowledge.aux_weight (built only when used, so a model
+        # without it has exactly the parameters it had before)
+        self.aux_head = (nn.ModuleDict({k: nn.Linear(out_dim, 1) for k in self.kinds})
+                         if self.aux_weight > 0 else None)
         if injection == "residual":
             self.to_slot = nn.ModuleDict({k: (nn.Linear(out_dim, D) if out_dim != D
                                               else nn.Identity()) for k in self.kinds})
@@ -251,6 +259,12 @@ class KnowledgeAugmented(nn.Module):
 
     def forward(self, batch: dict):
         vecs, aux, _ = self.knowledge(batch)
+        if self.aux_head is not None and self.training and "label" in batch:
+            y = batch["label"].float()
+            extra = sum(F.binary_cross_entropy_with_logits(
+                self.aux_head[k](v.float()).squeeze(-1), y) for k, v in vecs.items())
+            extra = self.aux_weight * extra
+            aux = extra if aux is None else aux + extra
         batch = dict(batch)
         if self.injection == "fields":
             batch["dense"] = {**batch["dense"], **{dense_name(k): v for k, v in vecs.items()}}

@@ -80,6 +80,11 @@ class AugmentConfig:
     infonce_weight: float = option(0.0, help="KSER: weight of the InfoNCE loss between aligned "
                                              "vectors and the recommender's own embeddings (0 = off)")
     infonce_temperature: float = option(0.1, help="KSER: InfoNCE temperature")
+    aux_weight: float = option(0.0, help="KAR / KSER: weight of an auxiliary loss that predicts "
+                                         "the label from each kind's knowledge vector alone (a "
+                                         "linear head, binary cross-entropy, training only), so "
+                                         "the extractor gets a gradient of its own from the "
+                                         "first step (0 = off)")
 
     # -- injection and strategies ------------------------------------------------------------------
     injection: Literal["auto", "fields", "residual"] = option(
