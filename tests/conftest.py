@@ -25,6 +25,31 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("LLMREC_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
+def _one_torch_thread():
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(n)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models on a shared 2-core CPU: one intra-op thread is several times faster (no
+    oversubscription) and keeps the runs reproducible; restored afterwards. A test module opts
+    in with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    yield from _one_torch_thread()
+
+
+@pytest.fixture(scope="module")
+def one_thread_per_module():
+    """:func:`one_thread` held for a whole module (its module-scoped fixtures train too)."""
+    yield from _one_torch_thread()
+
+
 def shared_path(*parts: str) -> Path:
     """Path under ../shared/data, or skip the test with a reason if it is absent."""
     p = SHARED_DATA.joinpath(*parts)

@@ -21,12 +21,7 @@ from llmrec.ranking.scaling import (FAMILIES, LADDER, SIZES, ScalingConfig, cell
 from llmrec.ranking.synthetic import make_synthetic
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -35,12 +35,7 @@ from llmrec.ranking.registry import build_model
 from llmrec.ranking.synthetic import make_synthetic
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _spec(n_user=3, n_item=2, n_multi=1, hist=4, context=1, dense=None) -> FeatureSpec:

@@ -17,12 +17,7 @@ from llmrec.ranking.tasks import build_task
 from llmrec.ranking.trainer import TrainConfig, Trainer, seed_everything
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 # ------------------------------------------------------------------------------------------------

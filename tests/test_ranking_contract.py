@@ -234,14 +234,7 @@ def _baseline(family, fs, split):
 _FEATURES: dict = {}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core CPU: one intra-op thread is several times faster (no
-    oversubscription) and keeps the runs reproducible; restored afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread_per_module")
 
 
 @pytest.fixture(scope="module")

@@ -16,12 +16,7 @@ from llmrec.ranking.trainer import seed_everything
 from test_ranking_contract import SMALL, _build
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

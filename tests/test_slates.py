@@ -19,12 +19,7 @@ from llmrec.slates.simulator import (SlateSimulator, calibrate_noclick, generate
                                      movielens_simulator, simulate_log)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny_model(n_items=8, n_users=3, slate=3, **kw):

@@ -23,12 +23,7 @@ SMALL = dict(embed_dim=16, encoder_layers=1, decoder_layers=1, heads=2, head_dim
              dropout=0.0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tables(n_users=150, n_items=40, seq_len=8, jump=0.0, seed=0, n_codes=(5, 8)):
