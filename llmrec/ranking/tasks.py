@@ -246,26 +246,30 @@ class NextItemTask(Task):
         if self.cfg.sequence_training and self._training_view(out):
             return _with_aux(self._sequence_loss(out, batch), out)
         hidden, items, target = out["hidden"].float(), out["items"].float(), batch["item_row"]
+        users_items = batch["hist_rows"] if self.cfg.loss == "bce" else None
+        return _with_aux(self._target_loss(hidden, items, target, users_items), out)
+
+    def _target_loss(self, hidden, items, target, users_items):
+        """The ``task.loss`` of states ``hidden [N, D]`` for targets ``target [N]`` over the
+        item table ``items``: ``full`` softmax over the catalogue (the padding row never an
+        answer); ``bce`` with one uniform negative per state, left out of the negative term
+        when it is the target or one of ``users_items [N, L]`` (the user's items: SASRec's paper
+        samples negatives outside the user's sequence); ``sampled`` softmax over the target and
+        ``n_negatives`` uniform negatives shared by the batch (one equal to the target masked)."""
         if self.cfg.loss == "bce":
-            # one uniform negative per sample; one that is the target or in the input history
-            # is left out of the negative term
             neg = torch.randint(1, items.shape[0], target.shape, device=hidden.device)
-            ok = (neg != target) & ~(neg[:, None] == batch["hist_rows"]).any(1)
+            ok = (neg != target) & ~(neg[:, None] == users_items).any(1)
             pos = (hidden * items[target]).sum(1)
             negs = (hidden * items[neg]).sum(1)
-            loss = (F.softplus(-pos) + F.softplus(negs) * ok.to(negs.dtype)).mean()
-            return _with_aux(loss, out)
+            return (F.softplus(-pos) + F.softplus(negs) * ok.to(negs.dtype)).mean()
         if self.cfg.loss == "sampled":
-            # uniform negatives shared by the batch; a negative equal to the target is masked
             neg = torch.randint(1, items.shape[0], (self.cfg.n_negatives,), device=hidden.device)
             pos = (hidden * items[target]).sum(1, keepdim=True)
             negs = (hidden @ items[neg].T).masked_fill(neg[None] == target[:, None], float("-inf"))
-            loss = F.cross_entropy(torch.cat([pos, negs], 1), torch.zeros_like(target))
-        else:
-            logits = hidden @ items.T
-            logits[:, 0] = float("-inf")  # the padding row is never an answer
-            loss = F.cross_entropy(logits, target)
-        return _with_aux(loss, out)
+            return F.cross_entropy(torch.cat([pos, negs], 1), torch.zeros_like(target))
+        logits = hidden @ items.T
+        logits[:, 0] = float("-inf")
+        return F.cross_entropy(logits, target)
 
     def epoch_batches(self, fs, train, batch_size, generator, rank=0, world=1):
         # a next-item sample needs at least one behaviour to predict from
@@ -283,11 +287,9 @@ class NextItemTask(Task):
 
     def _sequence_loss(self, out, batch):
         """Every valid position j of each window predicts the item after it: behaviour j + 1, or
-        the sample's own item for the most recent behaviour. ``task.loss``: full softmax over the
-        catalogue (default); ``bce``: one uniform negative per position, dropped from the
-        negative term when it is one of the user's items (the window's behaviours or its target:
-        SASRec's paper samples negatives outside the user's sequence); ``sampled``: softmax over
-        the target and ``n_negatives`` uniform negatives shared by the batch."""
+        the sample's own item for the most recent behaviour; each position's state takes the
+        task's loss as a sample would (:meth:`_target_loss`), the user's items being the
+        window's behaviours and its target."""
         states, items = out["hidden_seq"].float(), out["items"].float()
         hist = batch["hist_rows"]
         n = (hist > 0).sum(1)
@@ -295,23 +297,10 @@ class NextItemTask(Task):
         j = torch.arange(hist.shape[1], device=hist.device)[None]
         target = torch.where(j == (n - 1)[:, None], batch["item_row"][:, None], nxt)
         valid = j < n[:, None]
-        if self.cfg.loss == "bce":
-            neg = torch.randint(1, items.shape[0], target.shape, device=hist.device)
-            seq = torch.cat([hist, batch["item_row"][:, None]], 1)  # the user's items here
-            ok = ~(neg[:, :, None] == seq[:, None, :]).any(2)
-            pos = (states * items[target]).sum(-1)
-            negs = (states * items[neg]).sum(-1)
-            per = F.softplus(-pos) + F.softplus(negs) * ok.to(negs.dtype)
-            return per[valid].mean()
-        if self.cfg.loss == "sampled":
-            h, t = states[valid], target[valid]
-            neg = torch.randint(1, items.shape[0], (self.cfg.n_negatives,), device=hist.device)
-            pos = (h * items[t]).sum(1, keepdim=True)
-            negs = (h @ items[neg].T).masked_fill(neg[None] == t[:, None], float("-inf"))
-            return F.cross_entropy(torch.cat([pos, negs], 1), torch.zeros_like(t))
-        logits = states[valid] @ items.T
-        logits[:, 0] = float("-inf")
-        return F.cross_entropy(logits, target[valid])
+        users_items = torch.cat([hist, batch["item_row"][:, None]], 1)
+        # the user's items per position: row b's, for each of its valid positions
+        per_position = users_items[valid.nonzero()[:, 0]] if self.cfg.loss == "bce" else None
+        return self._target_loss(states[valid], items, target[valid], per_position)
 
     def evaluate(self, forward, fs, idx, batch_size):
         ks = sorted(self.cfg.ks)
