@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from llmrec.benchrecord import summarise
 from llmrec.config import option
 from llmrec.errors import ConfigError
 
@@ -209,12 +210,6 @@ def fit_log(x: list[float], y: list[float]) -> dict[str, float]:
     return {"a": a, "b": b, "b_per_decade": b * math.log(10), "r2": r2, "n_points": len(x)}
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    m = sum(values) / len(values)
-    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return m, s
-
-
 def summarise_sizes(cells: list[dict]) -> list[dict]:
     """Per (family, size): the mean and std over seeds of every metric, with the size's counts."""
     groups: dict[tuple[str, str], list[dict]] = {}
@@ -231,7 +226,8 @@ def summarise_sizes(cells: list[dict]) -> list[dict]:
                 key = f"{split}_{m}"
                 vals = [c[key] for c in cs if c.get(key) is not None]
                 if vals:
-                    row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(vals)
+                    s = summarise(vals)
+                    row[f"{key}_mean"], row[f"{key}_std"] = s["mean"], s["std"]
         for key in ("best_epoch", "train_seconds", "samples_per_s"):
             vals = [c[key] for c in cs if c.get(key) is not None]
             if vals:
