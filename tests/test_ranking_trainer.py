@@ -95,6 +95,9 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     if rank == 0:
         torch.save({"same": all(torch.equal(gathered[0], g) for g in gathered),
                     "auc": result["test"]["auc"], "n_batches": n_batches}, out + "/ddp.pt")
+    # both ranks leave together: one tearing gloo down while the other still writes was seen
+    # once to abort the second process ("terminate called without an active exception")
+    dist.barrier()
     dist.destroy_process_group()
 
 
