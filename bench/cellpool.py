@@ -54,6 +54,13 @@ def cell_records(benchmark: str, r: dict, env: dict, keys: dict,
     if "error" in r:
         return [br.record(benchmark, "auc", None, "", env, error=r["error"], **keys)]
     res = r["result"]
+    extra = {}
+    pre = res.get("pretrain")
+    if pre and "valid" in pre:  # knowledge.pretrain_epochs: the knowledge-only warm start
+        extra = {"pretrain_best_epoch": pre["best_epoch"], "pretrain_epochs": pre["epochs"],
+                 "pretrain_valid_auc": pre["valid"].get("auc"),
+                 "pretrain_test_auc": (pre.get("test") or {}).get("auc")}
+    keys = {**extra, **keys}
     return [br.record(benchmark, m, res["test"][m], "", env, best_epoch=res["best_epoch"],
                       epochs=res["epochs"], valid_auc=res["valid"]["auc"],
                       wall_seconds=round(r["wall"], 2), config=to_dict(r["cfg"]), **keys)

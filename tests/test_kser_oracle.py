@@ -296,3 +296,55 @@ def test_aux_weight_adds_a_knowledge_only_loss_in_training(synth, tmp_path):
     with pytest.raises(Exception, match="aux_weight"):
         build_augmented("dnn", {"embed_dim": 8, "hidden": (8,)}, fs.spec, tabs, "kar",
                         AugmentConfig(embeddings=str(folder), aux_weight=-1.0), "fields")
+
+
+def test_pretrain_epochs_warm_starts_the_knowledge_path_alone(synth, tmp_path):
+    """knowledge.pretrain_epochs: the knowledge path trains alone first (its heads predict the
+    label from the knowledge vectors), early-stopped on validation; the backbone's own layers
+    are untouched by it (KAR: the whole backbone); the result reports the warm start, and a
+    leaky signal is found by the knowledge-only predictor (AUC well above chance)."""
+    from llmrec.ranking import pipeline
+    from llmrec.ranking.pipeline import RankConfig, run_train
+
+    tables, split = synth
+    fs = build_features(tables, split, FeatureConfig(max_hist_len=4, max_multi_len=3,
+                                                     use_user_id=False))
+    folder = oracle_embeddings(tmp_path / "or", split, {"user": "leaky"}, "hidden",
+                               strength=2.0, fields=3, chunks=2, signal_field=1, dim=16)
+    seen = {}
+    real = pipeline._pretrain_knowledge
+
+    def spy(model, fs_, cfg):
+        before = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
+        out = real(model, fs_, cfg)
+        seen[cfg.augment] = (before, {n: p.detach().clone()
+                                      for n, p in model.backbone.named_parameters()},
+                             model.knowledge_only)
+        return out
+
+    pipeline._pretrain_knowledge = spy
+    try:
+        for method in ("kar", "kser"):
+            cfg = RankConfig(model="dnn", model_args={"embed_dim": 8, "hidden": [16]},
+                             augment=method)
+            cfg.train.device, cfg.train.epochs, cfg.train.batch_size = "cpu", 2, 256
+            cfg.train.lr, cfg.train.patience, cfg.train.checkpoint = 0.01, 2, False
+            cfg.output_dir = str(tmp_path / method)
+            cfg.knowledge = AugmentConfig(embeddings=str(folder), kinds=["user"],
+                                          kar_hidden=[16, 8], score_hidden=8, value_dim=8,
+                                          pretrain_epochs=5)
+            res = run_train(cfg, features=fs)
+            pre = res["pretrain"]
+            assert 1 <= pre["best_epoch"] <= pre["epochs"] <= 5
+            assert pre["valid"]["auc"] > 0.6, (method, pre)
+            assert "auc" in res["test"] and res["epochs"] >= 1
+            before, after, flag = seen[method]
+            assert flag is False  # the model is back to the backbone's output
+            changed = [n for n in before if not torch.equal(before[n], after[n])]
+            # KAR's vectors do not depend on the backbone; KSER's queries read its embeddings
+            assert all(n.startswith("embedding.") for n in changed), (method, changed)
+            assert method == "kser" or not changed, (method, changed)
+    finally:
+        pipeline._pretrain_knowledge = real
+    with pytest.raises(ValueError, match="pretrain_epochs"):
+        AugmentConfig(pretrain_epochs=-1)

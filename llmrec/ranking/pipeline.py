@@ -87,6 +87,10 @@ class RankConfig:
             if self.features_path:
                 raise ValueError("features_path is not used with bars (BARS CSVs are encoded "
                                  "from the files each run); leave it unset")
+        if self.knowledge.pretrain_epochs and self.task.kind != "binary":
+            raise ValueError(f"knowledge.pretrain_epochs warm-starts the knowledge path on the "
+                             f"binary label; task.kind is {self.task.kind!r}: set "
+                             f"knowledge.pretrain_epochs: 0")
         if self.field_dims and self.augment != "none":
             raise ValueError("field_dims (per-field embedding widths) are not supported with "
                              "knowledge augmentation; set augment: none")
@@ -208,6 +212,36 @@ def _frozen_backbone(cfg: RankConfig, fs):
     return run.model, base_result
 
 
+def _pretrain_knowledge(model, fs, cfg: RankConfig) -> dict[str, Any]:
+    """``knowledge.pretrain_epochs``: train the knowledge path of ``model`` alone (the extractor
+    and its knowledge-only heads predict the label; for KSER also the backbone embeddings its
+    queries read), early-stopped on validation, and keep the best weights for joint training.
+
+    Skipped (an empty dict with the reason) when the main run is about to resume from its
+    checkpoint, which already holds the warm-started weights."""
+    from llmrec.ranking.trainer import CHECKPOINT_DIR, Trainer
+
+    if cfg.train.resume and cfg.output_dir and (Path(cfg.output_dir) / CHECKPOINT_DIR).is_dir():
+        return {"skipped": "the run resumes from its checkpoint"}
+    pre = copy.deepcopy(cfg.train)
+    pre.epochs = cfg.knowledge.pretrain_epochs
+    pre.checkpoint = False
+    model.knowledge_only = True
+    try:
+        trainer = Trainer(model, fs, pre, output_dir=None, run_config=cfg, task=cfg.task)
+        try:
+            res = trainer.fit()
+        finally:
+            trainer.close()
+    finally:
+        model.knowledge_only = False
+    log.info("knowledge-only warm start: best epoch %d of %d, valid %s", res["best_epoch"],
+             res["epochs"], {k: round(v, 5) for k, v in res["valid"].items()
+                              if isinstance(v, float)})
+    return {k: res[k] for k in ("best_epoch", "epochs", "valid", "test", "stop_reason",
+                                "train_seconds") if k in res}
+
+
 def _run_augmented(cfg: RankConfig, fs) -> dict[str, Any]:
     """``rank train`` with ``augment: kar|kser`` (either strategy); see
     :mod:`llmrec.ranking.knowledge.augment`."""
@@ -233,6 +267,7 @@ def _run_augmented(cfg: RankConfig, fs) -> dict[str, Any]:
     args = dict(cfg.model_args)
     model = build_augmented(cfg.model, args, fs.spec, tables, cfg.augment, kcfg, injection,
                             backbone=backbone, means=means, scales=scales)
+    pretrain = _pretrain_knowledge(model, fs, cfg) if kcfg.pretrain_epochs > 0 else None
     trainer = Trainer(model, fs, cfg.train, output_dir=cfg.output_dir, run_config=cfg,
                       task=cfg.task)
     augment = {"method": cfg.augment, "strategy": cfg.strategy, "injection": injection,
@@ -241,6 +276,8 @@ def _run_augmented(cfg: RankConfig, fs) -> dict[str, Any]:
     result.update(augment=cfg.augment, strategy=cfg.strategy, injection=injection, coverage=cov,
                   n_trainable=sum(p.numel() for p in model.parameters() if p.requires_grad),
                   knowledge={k: t.summary() for k, t in tables.items()})
+    if pretrain is not None:
+        result["pretrain"] = pretrain
     if base_result is not None:
         result["backbone_result"] = {k: base_result[k] for k in ("valid", "test", "best_epoch")
                                      if k in base_result}

@@ -148,10 +148,14 @@ class KnowledgeAugmented(nn.Module):
                 field_prior=cfg.field_prior, scorer=getattr(cfg, "scorer", "additive"))
             out_dim = D
         self.out_dim = out_dim
-        # the knowledge-only heads of knowledge.aux_weight (built only when used, so a model
-        # without it has exactly the parameters it had before)
+        # the knowledge-only heads of knowledge.aux_weight and knowledge.pretrain_epochs (built
+        # only when used, so a model without them has exactly the parameters it had before)
+        self.pretrain_epochs = int(getattr(cfg, "pretrain_epochs", 0))
         self.aux_head = (nn.ModuleDict({k: nn.Linear(out_dim, 1) for k in self.kinds})
-                         if self.aux_weight > 0 else None)
+                         if self.aux_weight > 0 or self.pretrain_epochs > 0 else None)
+        # True while the knowledge path is warm-started alone (knowledge.pretrain_epochs): the
+        # output is then the heads' prediction from the knowledge vectors, not the backbone's
+        self.knowledge_only = False
         if injection == "residual":
             self.to_slot = nn.ModuleDict({k: (nn.Linear(out_dim, D) if out_dim != D
                                               else nn.Identity()) for k in self.kinds})
@@ -257,8 +261,19 @@ class KnowledgeAugmented(nn.Module):
             aux = self.infonce_weight * aux
         return vecs, aux, info
 
+    def knowledge_logit(self, vecs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The knowledge-only prediction: the sum over kinds of each head's logit."""
+        return sum(self.aux_head[k](v.float()).squeeze(-1) for k, v in vecs.items())
+
     def forward(self, batch: dict):
         vecs, aux, _ = self.knowledge(batch)
+        if self.knowledge_only:
+            if self.aux_head is None:
+                raise RuntimeError("knowledge_only needs the heads of knowledge.pretrain_epochs")
+            out = {"logit": self.knowledge_logit(vecs)}
+            if aux is not None and self.training:
+                out["aux_loss"] = aux
+            return out
         if self.aux_head is not None and self.training and "label" in batch:
             y = batch["label"].float()
             extra = sum(F.binary_cross_entropy_with_logits(

@@ -85,6 +85,12 @@ class AugmentConfig:
                                          "linear head, binary cross-entropy, training only), so "
                                          "the extractor gets a gradient of its own from the "
                                          "first step (0 = off)")
+    pretrain_epochs: int = option(0, help="KAR / KSER: before joint training, train the knowledge "
+                                          "path alone for up to this many epochs: the extractor "
+                                          "and a linear head per kind predict the label from the "
+                                          "knowledge vectors only, early-stopped on validation "
+                                          "AUC like the main run; joint training then starts from "
+                                          "there (0 = off; binary tasks only)")
 
     # -- injection and strategies ------------------------------------------------------------------
     injection: Literal["auto", "fields", "residual"] = option(
@@ -112,5 +118,7 @@ class AugmentConfig:
             raise ValueError("lr_scale must be > 0")
         if self.select_lr_scale <= 0:
             raise ValueError("select_lr_scale must be > 0")
+        if self.pretrain_epochs < 0:
+            raise ValueError("pretrain_epochs must be >= 0 (0 = no knowledge-only warm start)")
         if self.max_chunks < 1:
             raise ValueError("max_chunks must be >= 1")
