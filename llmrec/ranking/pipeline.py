@@ -215,7 +215,8 @@ def _frozen_backbone(cfg: RankConfig, fs):
 def _pretrain_knowledge(model, fs, cfg: RankConfig) -> dict[str, Any]:
     """``knowledge.pretrain_epochs``: train the knowledge path of ``model`` alone (the extractor
     and its knowledge-only heads predict the label; for KSER also the backbone embeddings its
-    queries read), early-stopped on validation, and keep the best weights for joint training.
+    queries read, but the backbone itself stays frozen), early-stopped on validation, and keep
+    the best weights for joint training.
 
     Skipped (an empty dict with the reason) when the main run is about to resume from its
     checkpoint, which already holds the warm-started weights."""
@@ -226,6 +227,12 @@ def _pretrain_knowledge(model, fs, cfg: RankConfig) -> dict[str, Any]:
     pre = copy.deepcopy(cfg.train)
     pre.epochs = cfg.knowledge.pretrain_epochs
     pre.checkpoint = False
+    # the backbone stays as initialised: KSER's queries read its embeddings, and letting the
+    # knowledge-only loss train them (user profile fields included) fits the training users and
+    # hands joint training a distorted backbone
+    frozen = [p for p in model.backbone.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
     model.knowledge_only = True
     try:
         trainer = Trainer(model, fs, pre, output_dir=None, run_config=cfg, task=cfg.task)
@@ -235,6 +242,8 @@ def _pretrain_knowledge(model, fs, cfg: RankConfig) -> dict[str, Any]:
             trainer.close()
     finally:
         model.knowledge_only = False
+        for p in frozen:
+            p.requires_grad_(True)
     log.info("knowledge-only warm start: best epoch %d of %d, valid %s", res["best_epoch"],
              res["epochs"], {k: round(v, 5) for k, v in res["valid"].items()
                               if isinstance(v, float)})
