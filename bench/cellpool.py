@@ -16,7 +16,7 @@ from typing import Callable
 
 _FS: dict = {}  # the worker's feature sets, by folder
 RESULT_KEYS = ("valid", "test", "best_epoch", "epochs", "n_parameters", "n_trainable",
-               "coverage", "train_seconds", "step")
+               "coverage", "train_seconds", "step", "pretrain")
 
 
 def _init_worker(threads: int) -> None:
