@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llmrec.crs.metrics import Verdict, judge, outcome, summarize, win_rates
+from llmrec.crs.metrics import Verdict, judge, outcome, position_bias, summarize, win_rates
 
 
 def _task(tid, target_id, title, activity="Efficiency-Seeking"):
@@ -146,3 +146,29 @@ def test_judge_runs_both_orders_in_one_call():
     assert all(r["WR"] == 0.5 for r in win_rates(verdicts).values())
     with pytest.raises(ValueError, match="share no task"):
         judge(fj, [D1], [D3])
+
+
+def test_position_bias_shares_per_order():
+    v = [Verdict("t1", "overall", True, "A"), Verdict("t1", "overall", False, "A"),
+         Verdict("t2", "overall", True, "A"), Verdict("t2", "overall", False, "B"),
+         Verdict("t3", "overall", True, "C"), Verdict("t3", "overall", False, "A")]
+    assert position_bias(v) == {"share_first": 0.6667, "share_first_a_first": 0.6667,
+                                "share_first_b_first": 0.6667, "share_second": 0.1667,
+                                "share_tie": 0.1667, "total": 6}
+    assert position_bias([])["share_first"] is None
+
+
+def test_position_bias_of_judged_dialogues():
+    # a judge that answers "A" whatever it is shown: share 1 in both orders, and WR exactly 0.5
+    verdicts, _ = judge(_FakeJudge("A"), [D1, D2], [{**D4, "task_id": "t1"},
+                                                    {**D3, "task_id": "t2"}])
+    bias = position_bias(verdicts)
+    assert bias["share_first_a_first"] == bias["share_first_b_first"] == 1.0
+    assert bias["share_tie"] == 0.0
+    # a judge that reads the dialogues (here: prefers the one with more user turns) picks the
+    # first shown only when agent A's dialogue is first
+    verdicts, _ = judge(_FakeJudge(), [D1, D2], [{**D4, "task_id": "t1"},
+                                                 {**D3, "task_id": "t2"}], criteria=["overall"])
+    bias = position_bias(verdicts)
+    assert bias == {"share_first": 0.5, "share_first_a_first": 1.0, "share_first_b_first": 0.0,
+                    "share_second": 0.5, "share_tie": 0.0, "total": 4}

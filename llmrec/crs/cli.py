@@ -166,7 +166,7 @@ def _eval_crs(cfg: CrsEvalConfig, args) -> int:
         k: metrics.get(k) for k in ("SR", "Recall@5", "avg_rounds", "avg_recommendation",
                                     "avg_strategy", "avg_expression", "failed_turn_rate")}
     if cfg.compare_with:
-        from llmrec.crs.metrics import judge, win_rates
+        from llmrec.crs.metrics import judge, position_bias, win_rates
         from llmrec.llm import load_backend
 
         other = TranscriptStore(cfg.compare_with).load()
@@ -179,8 +179,17 @@ def _eval_crs(cfg: CrsEvalConfig, args) -> int:
         finally:
             backend.close()
         wr = win_rates(verdicts)
+        bias = position_bias(verdicts)
         result["wr"] = {"against": cfg.compare_with, "judge": cfg.judge.model, **info,
-                        "criteria": wr}
+                        "position_bias": bias, "criteria": wr}
+        # the judge's position bias comes first: a judge that always answers "A" gives WR 0.5
+        print(f"  judge position bias over {bias['total']} verdicts: first shown chosen "
+              f"{bias['share_first']:.3f} (agent A first {bias['share_first_a_first']:.3f}, "
+              f"agent B first {bias['share_first_b_first']:.3f}), tie {bias['share_tie']:.3f}")
+        rows.update({"judge_share_first": bias["share_first"],
+                     "judge_share_first_a_first": bias["share_first_a_first"],
+                     "judge_share_first_b_first": bias["share_first_b_first"],
+                     "judge_share_tie": bias["share_tie"]})
         print(f"  WR against {cfg.compare_with} on {info['n_shared_tasks']} shared tasks "
               f"(judge {cfg.judge.model}, both orders):")
         for crit, r in wr.items():

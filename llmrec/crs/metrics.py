@@ -14,6 +14,11 @@ scored the same way:
 - **WR**: for two agents run on the same tasks, an LLM judge compares the two dialogues of each
   task on each criterion, once in each order (A/B then B/A), answering A, B or C (tie);
   ``WR = (wins + 0.5 * ties) / total`` over both orders.
+- **judge position bias**: the share of verdicts that pick the first-shown dialogue ("A"), over
+  all verdicts and per order (agent A's dialogue shown first / agent B's shown first), and the
+  share of ties ("C"). A judge that reads the dialogues picks "A" about as often as "B" once the
+  ties are set aside; one that answers "A" whatever it is shown has a share of 1 in both orders
+  and gives WR 0.5 for any two agents, so read WR only beside these shares.
 """
 
 from __future__ import annotations
@@ -150,6 +155,24 @@ def win_rates(verdicts: Sequence[Verdict]) -> dict[str, dict[str, float]]:
                      "wins": scores.count(1.0), "ties": scores.count(0.5),
                      "losses": scores.count(0.0), "total": len(scores)}
     return out
+
+
+def position_bias(verdicts: Sequence[Verdict]) -> dict[str, float | int | None]:
+    """How often the judge picks the first-shown dialogue ("A") and how often it ties ("C").
+
+    ``share_first``: the share of "A" over all verdicts; ``share_first_a_first`` /
+    ``share_first_b_first``: the same among the verdicts where agent A's / agent B's dialogue was
+    shown first; ``share_second`` ("B") and ``share_tie`` ("C") over all verdicts. A share over no
+    verdicts is None.
+    """
+    def share(vs, choice):
+        return round(sum(v.choice == choice for v in vs) / len(vs), 4) if vs else None
+
+    a_first = [v for v in verdicts if v.a_first]
+    b_first = [v for v in verdicts if not v.a_first]
+    return {"share_first": share(verdicts, "A"), "share_first_a_first": share(a_first, "A"),
+            "share_first_b_first": share(b_first, "A"), "share_second": share(verdicts, "B"),
+            "share_tie": share(verdicts, "C"), "total": len(verdicts)}
 
 
 def _visible(record: dict[str, Any], clip: int) -> list[dict[str, str]]:
