@@ -214,12 +214,12 @@ def _frozen_backbone(cfg: RankConfig, fs):
 
 def _pretrain_knowledge(model, fs, cfg: RankConfig) -> dict[str, Any]:
     """``knowledge.pretrain_epochs``: train the knowledge path of ``model`` alone (the extractor
-    and its knowledge-only heads predict the label; for KSER also the backbone embeddings its
-    queries read, but the backbone itself stays frozen), early-stopped on validation, and keep
-    the best weights for joint training.
+    and its knowledge-only heads predict the label; the whole backbone, the embeddings KSER's
+    queries read included, stays frozen), early-stopped on validation, and keep the best weights
+    for joint training.
 
-    Skipped (an empty dict with the reason) when the main run is about to resume from its
-    checkpoint, which already holds the warm-started weights."""
+    Skipped (``{"skipped": reason}``) when the main run is about to resume from its checkpoint,
+    which already holds the warm-started weights."""
     from llmrec.ranking.trainer import CHECKPOINT_DIR, Trainer
 
     if cfg.train.resume and cfg.output_dir and (Path(cfg.output_dir) / CHECKPOINT_DIR).is_dir():

@@ -88,8 +88,9 @@ class AugmentConfig:
     pretrain_epochs: int = option(0, help="KAR / KSER: before joint training, train the knowledge "
                                           "path alone for up to this many epochs: the extractor "
                                           "and a linear head per kind predict the label from the "
-                                          "knowledge vectors only, early-stopped on validation "
-                                          "AUC like the main run; joint training then starts from "
+                                          "knowledge vectors only (the backbone frozen), early-"
+                                          "stopped on validation AUC like the main run; joint "
+                                          "training then starts from "
                                           "there (0 = off; binary tasks only)")
 
     # -- injection and strategies ------------------------------------------------------------------
