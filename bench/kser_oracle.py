@@ -12,7 +12,7 @@ once per backbone and seed. ``--variants`` adds named KSER settings,
 ``name:key=value;key=value`` (knowledge options), to compare designs on the same folders.
 
 The summary prints, per method and variant, the paired AUC gain over ``none`` (mean +- std over
-seeds) and, for the hidden layout, the share of the whole-vector gain it recovers:
+seeds) and, for the hidden and decoy layouts, the share of the whole-vector gain it recovers:
 ``recovered = gain(hidden) / gain(whole)`` from the seed means. Records go through
 ``llmrec.benchrecord`` with ``augment``, ``strategy``, ``variant``, ``knowledge``
 (``oracle:<kind>:<source>:<layout>``), ``kind``, ``source``, ``layout``, ``strength`` and the
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import logging
 import sys
 import tempfile
@@ -142,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
                     args.strength, args.fields, args.chunks, args.signal_field, args.dim))
     log.info("features and %d oracle folders ready in %.1fs", len(folders),
              time.perf_counter() - t0)
+    # what a linear read of each pooling can reach at best (llmrec.ranking.knowledge.oracle)
+    readout = {key: json.loads((Path(f) / "oracle_readout.json").read_text())[key[0]]
+               for key, f in folders.items()}
+    for (kind, source, layout), r in readout.items():
+        print(f"readout r2 of z {kind:<5} {source:<6} {layout:<7} pooled {r['pooled']:.3f} "
+              f"field {r['field']:.3f} chunk {r['chunk']:.3f}")
     jobs = []
     for seed in seeds:
         for model in models:
@@ -194,8 +201,10 @@ def main(argv: list[str] | None = None) -> int:
             if not paired:
                 continue
             st = br.summarise(paired)
-            extra = {}
-            if layout == "hidden":
+            r2 = readout[(kind, source, layout)]
+            extra = {"readout_pooled": r2["pooled"], "readout_field": r2["field"],
+                     "readout_chunk": r2["chunk"]}
+            if layout != "whole":
                 whole = results.get((method, vname, m, kind, source, "whole"), {})
                 wg = [whole[s]["auc"] - base_auc[s]["auc"] for s in whole if s in base_auc]
                 if wg and abs(sum(wg) / len(wg)) > 1e-9:

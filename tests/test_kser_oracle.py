@@ -74,6 +74,31 @@ def test_oracle_block_layouts():
         oracle_block(vals, "scattered")
 
 
+def test_decoy_layout_and_readout():
+    """decoy: the other fields carry the planted direction with label-free z', so the mean of
+    the chunks loses the signal that the hidden layout's mean keeps; the signal field and chunk
+    are built exactly as under hidden (same seed, same draws)."""
+    from llmrec.ranking.knowledge.oracle import readout_r2
+
+    rng = np.random.default_rng(0)
+    vals = {str(i): float(z) for i, z in enumerate(rng.normal(size=2000))}
+    h = oracle_block(vals, "hidden", fields=8, chunks=4, signal_field=3, dim=384, seed=5)
+    d = oracle_block(vals, "decoy", fields=8, chunks=4, signal_field=3, dim=384, seed=5)
+    assert np.allclose(np.linalg.norm(d["chunks"], axis=-1), 1.0, atol=1e-6)
+    assert np.array_equal(h["signal_slot"], d["signal_slot"])
+    assert np.allclose(h["chunks"][:, 3], d["chunks"][:, 3])
+    # decoy chunks lie along the direction (|projection| well above a random unit vector's)
+    assert np.abs(d["chunks"][:, 0] @ d["direction"]).mean() > 0.4
+    assert np.abs(h["chunks"][:, 0] @ h["direction"]).mean() < 0.1
+    rh, rd = readout_r2(h), readout_r2(d)
+    assert rh["chunk"] == pytest.approx(rd["chunk"]) and rh["chunk"] > 0.85
+    assert rh["field"] == pytest.approx(rd["field"]) and rh["field"] > 0.8
+    assert 0.6 < rh["pooled"] < rh["field"]
+    assert rd["pooled"] < 0.1
+    w = readout_r2(oracle_block(vals, "whole", dim=384))
+    assert w["pooled"] == pytest.approx(w["chunk"])
+
+
 @pytest.fixture(scope="module")
 def synth():
     tables, split = make_synthetic(160, 60, mean_len=24, seed=1)

@@ -23,6 +23,15 @@ random unit vectors except one slot of ``signal_field`` (a random slot per entit
 whole vector is the mean of the chunks, as an encoder's vector of a long text is dominated by
 everything else in it. So ``whole`` measures whether the path can *use* a signal and ``hidden``
 whether it can *select* it.
+
+``decoy`` is ``hidden`` with the other fields' chunks built like the signal chunk from their own
+random ``z'`` (``normalise(strength * z' * u + n)``): content that lies along the same direction
+as the signal but has nothing to do with the labels, as every field of an LLM's text about a user
+speaks of the same tastes in the same words while only one of them predicts clicks. Under
+``hidden`` the mean of the chunks keeps most of the signal (a linear read along ``u`` of the
+mean of 32 chunks in 384 dimensions still carries ~80% of ``z``'s variance, see
+:func:`readout_r2`), so pooling and selection are hard to tell apart; under ``decoy`` the mean
+keeps ~1/29 of it and only a path that keeps the signal field apart from the others can use it.
 """
 
 from __future__ import annotations
@@ -35,7 +44,7 @@ import numpy as np
 from llmrec.errors import ConfigError
 
 SOURCES = ("leaky", "fair", "noise")
-LAYOUTS = ("whole", "hidden")
+LAYOUTS = ("whole", "hidden", "decoy")
 
 
 def _zscore(values: dict[str, float]) -> dict[str, float]:
@@ -112,28 +121,64 @@ def oracle_block(values: dict[str, float], layout: str = "hidden", strength: flo
     sig = strength * z[:, None] * u[None, :] + unit(E)
     sig /= np.linalg.norm(sig, axis=1, keepdims=True)
     slot = rng.integers(0, chunks, size=E)
+    if layout == "decoy":
+        others = [f for f in range(fields) if f != signal_field]
+        zd = rng.normal(size=(E, len(others), chunks, 1))
+        dec = strength * zd * u + block[:, others]
+        block[:, others] = dec / np.linalg.norm(dec, axis=-1, keepdims=True)
     block[np.arange(E), signal_field, slot] = sig
     whole = block.reshape(E, fields * chunks, dim).mean(1)
     names = ["signal" if f == signal_field else f"field{f}" for f in range(fields)]
     return {"ids": ids, "fields": names, "chunks": block, "mask": np.ones(block.shape[:3], bool),
             "whole": whole, "signal_slot": slot, "direction": u, "template": f"oracle-{layout}",
             "texts": [(ids[e], names[signal_field], int(slot[e]), f"signal z={z[e]:+.3f}")
-                      for e in range(E)]}
+                      for e in range(E)], "z": z, "signal_field": signal_field}
+
+
+def readout_r2(block: dict[str, Any]) -> dict[str, float]:
+    """How much of ``z`` a linear reader can still get from an :func:`oracle_block`'s vectors:
+    the squared correlation of ``z`` with the projection on the planted direction ``u`` of
+
+    - ``pooled``: KAR's whole vector (the mean of all chunks);
+    - ``field``: the mean of the signal field's chunks alone (what a path that keeps fields apart
+      and reads the right one gets without choosing among that field's chunks);
+    - ``chunk``: the signal chunk itself (perfect selection).
+
+    The direction is known here, so these are ceilings for any linear read of the same pooling.
+    """
+    u, z = block["direction"], np.asarray(block["z"], dtype=np.float64)
+    ch = block["chunks"]
+    e = np.arange(len(z))
+
+    def r2(x: np.ndarray) -> float:
+        if len(z) < 2 or z.std() == 0 or x.std() == 0:
+            return 0.0
+        return float(np.corrcoef(x, z)[0, 1] ** 2)
+
+    return {"pooled": r2(block["whole"] @ u),
+            "field": r2(ch[:, block["signal_field"]].mean(1) @ u),
+            "chunk": r2(ch[e, block["signal_field"], block["signal_slot"]] @ u)}
 
 
 def oracle_embeddings(out: str | Path, split, kinds: dict[str, str], layout: str = "hidden",
                       strength: float = 1.0, fields: int = 8, chunks: int = 4,
                       signal_field: int = 3, dim: int = 384, seed: int = 0,
                       prior_weight: float = 0.0) -> Path:
-    """Write an oracle folder for ``kinds`` ({"user": "fair", "item": "noise", ...})."""
+    """Write an oracle folder for ``kinds`` ({"user": "fair", "item": "noise", ...}), with each
+    kind's :func:`readout_r2` in ``oracle_readout.json``."""
     from llmrec.ranking.knowledge.synthetic import write_embeddings
 
-    blocks = {}
+    from llmrec.artifacts import write_json_atomic
+
+    blocks, readout = {}, {}
     for i, (kind, source) in enumerate(kinds.items()):
         vals = signal_values(split, kind, source, seed=seed, prior_weight=prior_weight)
         b = oracle_block(vals, layout, strength, fields, chunks, signal_field, dim, seed + 7 * i)
         blocks[kind] = {k: b[k] for k in ("ids", "fields", "chunks", "mask", "whole", "texts",
                                           "template")}
+        readout[kind] = readout_r2(b)
     tag = "-".join(f"{k}:{s}" for k, s in kinds.items())
-    return write_embeddings(out, blocks, digest=f"oracle-{tag}-{layout}-{strength}-{seed}",
+    path = write_embeddings(out, blocks, digest=f"oracle-{tag}-{layout}-{strength}-{seed}",
                             embedder="oracle")
+    write_json_atomic(Path(path) / "oracle_readout.json", readout)
+    return path
