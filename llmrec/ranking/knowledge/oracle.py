@@ -166,9 +166,8 @@ def oracle_embeddings(out: str | Path, split, kinds: dict[str, str], layout: str
                       prior_weight: float = 0.0) -> Path:
     """Write an oracle folder for ``kinds`` ({"user": "fair", "item": "noise", ...}), with each
     kind's :func:`readout_r2` in ``oracle_readout.json``."""
-    from llmrec.ranking.knowledge.synthetic import write_embeddings
-
     from llmrec.artifacts import write_json_atomic
+    from llmrec.ranking.knowledge.synthetic import write_embeddings
 
     blocks, readout = {}, {}
     for i, (kind, source) in enumerate(kinds.items()):
