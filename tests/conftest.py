@@ -50,6 +50,14 @@ def one_thread_per_module():
     yield from _one_torch_thread()
 
 
+def load_bench(name: str):
+    """The module of ``bench/<name>.py`` (bench/ is scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def shared_path(*parts: str) -> Path:
     """Path under ../shared/data, or skip the test with a reason if it is absent."""
     p = SHARED_DATA.joinpath(*parts)

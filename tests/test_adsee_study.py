@@ -4,9 +4,7 @@ records (every one valid, the held-out error beside every gain)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +14,7 @@ from llmrec import benchrecord as br
 from llmrec.adsee.study import AdseeConfig, format_table, load_vectors, nearest_distance, summarise
 from llmrec.errors import ConfigError, DataError
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_bench
 
 
 def test_vectors_from_a_vector_file(tmp_path):
@@ -94,9 +92,7 @@ def test_summary_table_and_bench_records():
               "target": "like rate", "seeds": per, "summary": s}
     table = format_table(result)
     assert "| cosine 0.05 | 0.1500 +- 0.0707 |" in table
-    spec = importlib.util.spec_from_file_location("adsee_bench", ROOT / "bench" / "adsee_ml1m.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("adsee_ml1m")
     recs = bench.records(result, "python bench/adsee_ml1m.py")
     for r in recs:
         br.validate(r)

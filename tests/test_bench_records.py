@@ -8,7 +8,6 @@ the provenance, appends atomically, reads back, summarises seeds and says which 
 from __future__ import annotations
 
 import datetime as dt
-import importlib.util
 import json
 import math
 import os
@@ -20,6 +19,8 @@ from pathlib import Path
 import pytest
 
 from llmrec import benchrecord as br
+
+from conftest import load_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -247,15 +248,8 @@ def test_read_names_file_and_line(tmp_path):
 
 # -- bench/ecpo_record.py (a host's lines carry no unit; the record does) -------------------------
 
-def _load_bench(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_ecpo_record_writes_units(tmp_path, monkeypatch):
-    mod = _load_bench("ecpo_record")
+    mod = load_bench("ecpo_record")
     monkeypatch.setattr(mod, "RESULTS", tmp_path / "results")
     (tmp_path / "results").mkdir()
     host = {"benchmark": "ecpo", "device": "GPU", "commit": "unknown",

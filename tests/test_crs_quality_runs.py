@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("crs_quality_runs",
-                                                  ROOT / "bench" / "crs_quality_runs.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from conftest import load_bench
 
 
 def test_finished_needs_an_eval_of_the_same_task_count(tmp_path):
-    finished = _module()._finished
+    finished = load_bench("crs_quality_runs")._finished
     run = tmp_path / "movielens-free"
     assert finished(run, 100) is None  # no folder yet
     run.mkdir()

@@ -18,6 +18,8 @@ from llmrec.ranking.models.ctr.unimixer import (Mixer, UniMixer, UniMixingLite, 
                                                 sinkhorn)
 from llmrec.ranking.synthetic import make_synthetic
 
+from conftest import load_bench
+
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -408,13 +410,7 @@ def test_run_train_prepares_the_index_and_load_run_keeps_it(features, tmp_path):
 
 
 def test_truncated_history_equals_a_build_at_that_length():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "bench" / "sdim_long_history.py"
-    spec = importlib.util.spec_from_file_location("sdim_long_history", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("sdim_long_history")
     tables, split = make_synthetic(n_users=80, n_items=50, mean_len=40, seed=1)
     cfg = {"user_fields": ["gender", "age"], "timestamps": True}
     long = build_features(tables, split, FeatureConfig(max_hist_len=30, **cfg))

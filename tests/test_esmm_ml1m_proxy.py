@@ -3,9 +3,7 @@ one-epoch smoke of bench/esmm_ml1m_proxy.py's training function on it."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -18,7 +16,8 @@ from llmrec.data.tables import RecData, table_from_pandas
 from llmrec.errors import ConfigError, DataError
 from llmrec.ranking.features import build_features
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_bench
+
 N_ITEMS = 40
 
 
@@ -176,16 +175,8 @@ def test_features_hold_neither_ratings_nor_timestamps():
         assert split.info["counts"][name]["impressions"] == fs.split_index(name).numel()
 
 
-def _bench():
-    spec = importlib.util.spec_from_file_location("esmm_ml1m_proxy",
-                                                  ROOT / "bench" / "esmm_ml1m_proxy.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_bench_metrics_and_clicked_view():
-    bench = _bench()
+    bench = load_bench("esmm_ml1m_proxy")
     data, split, fcfg = ml1m_ctcvr_from(_recdata(_ratings()), Ml1mCtcvrConfig())
     fs = build_features(data, split, fcfg)
     view = bench.clicked_only(fs)
@@ -208,7 +199,7 @@ def test_bench_metrics_and_clicked_view():
 
 def test_bench_one_epoch_smoke():
     torch.set_num_threads(1)
-    bench = _bench()
+    bench = load_bench("esmm_ml1m_proxy")
     data, split, fcfg = ml1m_ctcvr_from(_recdata(_ratings()), Ml1mCtcvrConfig())
     fs = build_features(data, split, fcfg)
     args = SimpleNamespace(embed_dim=4, batch_size=64, epochs=1, patience=1, lr=1e-2)

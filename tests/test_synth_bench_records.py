@@ -3,25 +3,20 @@ hard-coded, and the docs' tables are rebuilt from the records."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
 from llmrec.config import to_dict
 from llmrec.synth.pipeline import SynthConfig
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import load_bench
 
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("synth_dl19", ROOT / "bench" / "synth_dl19.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_bench("synth_dl19")
 
 
 def _balance(a, b, c, d, n):
