@@ -84,6 +84,14 @@ check() {
   ln -sf "$Q/$kind.bin" "$Q/$(meta "$kind" name)"
 }
 
+# end of a resumable step: say whether it finished and show the tail of its log (the log itself
+# goes back in $OUT)
+report() {  # rc name log
+  if [ "$1" -eq 0 ]; then echo "$2: done"; else echo "$2: exited with $1 (124: time limit; call $2 again to resume)"; fi
+  grep -v "it/s\]$" "$3" | tail -n 60 | cut -c1-400
+  cp "$3" "$OUT/" 2>/dev/null || true
+}
+
 case "$step" in
   pack)
     VPY=${VPY:-.venv/bin/python}
@@ -161,7 +169,7 @@ else:
     test -d "$REDIAL/ievalm" || { echo "no ReDial data at $REDIAL (with ievalm/); carry $PARTS/data (made by pack) to setup, or set REDIAL"; exit 3; }
     # the agent, the simulator and the judge models (and their dtype) are three separate settings;
     # extra KEY=VALUE arguments join the same --set list (a second --set would replace it)
-    set +e
+    rc=0
     timeout "${CRS_TIMEOUT:-520}" "$PY" bench/crs_quality_runs.py --out "$Q/crs" \
         --domains ${DOMAINS:-movielens redial} --agents ${AGENTS:-free structured} \
         --n-tasks "${N_TASKS:-100}" --max-rounds "${MAX_ROUNDS:-3}" --in-flight "${IN_FLIGHT:-64}" \
@@ -170,12 +178,8 @@ else:
               "simulation.agent.llm.dtype=$DT" "simulation.simulator.llm.dtype=$DT" "judge.dtype=$DT" \
               "simulation.agent.max_new_tokens=${AGENT_TOKENS:-96}" \
               "simulation.simulator.max_new_tokens=${SIM_TOKENS:-40}" "$@" \
-        >> "$Q/crs.log" 2>&1
-    rc=$?
-    set -e
-    if [ "$rc" -eq 0 ]; then echo "crs: done"; else echo "crs: exited with $rc (124: time limit; call crs again to resume)"; fi
-    grep -v "it/s\]$" "$Q/crs.log" | tail -n 60 | cut -c1-400
-    cp "$Q/crs.log" "$OUT/" 2>/dev/null || true
+        >> "$Q/crs.log" 2>&1 || rc=$?
+    report "$rc" crs "$Q/crs.log"
     cp "$Q/crs_runs.jsonl" "$OUT/" 2>/dev/null || true
     # one archive: the run folders are nested deeper than what comes back file by file
     (cd "$Q/crs" 2>/dev/null && tar czf "$OUT/crs.tgz" .) || true
@@ -187,20 +191,16 @@ else:
     DT=${DTYPE:-float32}
     # finetune/ecpo_movielens.yaml with the model in all four roles; the agent and the rewriter
     # get 96 new tokens (five titles with years). A later call resumes from the stages in $Q/ecpo.
-    set +e
+    rc=0
     timeout "${ECPO_TIMEOUT:-540}" "$PY" -m llmrec finetune ecpo --config finetune/ecpo_movielens.yaml \
         --catalog.embedder=minilm --out="$Q/ecpo" --eval.record="$Q/ecpo_lines.jsonl" \
         --agent.llm.model="$M" --simulator.llm.model="$M" --rewrite.llm.model="$M" \
         --eval.judge.model="$M" --agent.llm.dtype="$DT" --simulator.llm.dtype="$DT" \
         --rewrite.llm.dtype="$DT" --eval.judge.dtype="$DT" \
         --agent.max_new_tokens="${AGENT_TOKENS:-96}" --rewrite.max_new_tokens="${AGENT_TOKENS:-96}" \
-        "$@" >> "$Q/ecpo.log" 2>&1
-    rc=$?
-    set -e
-    if [ "$rc" -eq 0 ]; then echo "ecpo: done"; else echo "ecpo: exited with $rc (124: time limit; call ecpo again to resume)"; fi
-    grep -v "it/s\]$" "$Q/ecpo.log" | tail -n 60 | cut -c1-400
+        "$@" >> "$Q/ecpo.log" 2>&1 || rc=$?
+    report "$rc" ecpo "$Q/ecpo.log"
     cp "$Q/ecpo_lines.jsonl" "$OUT/ecpo.jsonl" 2>/dev/null || true
-    cp "$Q/ecpo.log" "$OUT/" 2>/dev/null || true
     (cd "$Q/ecpo" 2>/dev/null && tar czf "$OUT/ecpo.tgz" --exclude='*.safetensors' \
         --exclude='transcripts.arrow' --exclude='tokenizer*' --exclude='*.npy' .) || true
     du -sh "$OUT"
@@ -218,15 +218,11 @@ else:
     if [ ! -d "$W" ] && [ "$E" != minilm ] && [ -d "$Q/ssra-minilm" ]; then
       cp -r "$Q/ssra-minilm" "$W" && rm -f "$W/results.json"
     fi
-    set +e
+    rc=0
     timeout "${SSRA_TIMEOUT:-540}" "$PY" bench/synth_dl19.py --out "$W" --results "$Q/synth_dl19.jsonl" \
         --device-note "stronger_gpu.sh" --data.path="$Q/data/trec-dl19" \
-        --query.llm.model="$M" --embed.model="$E" "$@" >> "$Q/ssra-$E.log" 2>&1
-    rc=$?
-    set -e
-    if [ "$rc" -eq 0 ]; then echo "ssra $E: done"; else echo "ssra $E: exited with $rc (124: time limit; call ssra $E again to resume)"; fi
-    grep -v "it/s\]$" "$Q/ssra-$E.log" | tail -n 60 | cut -c1-400
-    cp "$Q/ssra-$E.log" "$OUT/" 2>/dev/null || true
+        --query.llm.model="$M" --embed.model="$E" "$@" >> "$Q/ssra-$E.log" 2>&1 || rc=$?
+    report "$rc" "ssra $E" "$Q/ssra-$E.log"
     cp "$Q/synth_dl19.jsonl" "$OUT/" 2>/dev/null || true
     (cd "$W" 2>/dev/null && tar czf "$OUT/ssra-$E.tgz" --exclude='*.safetensors' --exclude='*.arrow' \
         --exclude='*.npy' --exclude='*.bin' .) || true
