@@ -39,15 +39,16 @@ class _Lines:
 def progress(iterable: Iterable[Any] | None = None, **kwargs: Any):
     """A tqdm bar (rate and ETA included) that respects ``--quiet``; without a TTY it writes a
     line at most every :data:`LOG_INTERVAL` seconds (and one at the end) instead of redrawing."""
-    from tqdm.auto import tqdm
+    import tqdm
+    import tqdm.auto
 
+    bar = tqdm.auto.tqdm
     if "disable" not in kwargs:
         if _quiet():
             kwargs["disable"] = True
         elif not sys.stderr.isatty():
-            from tqdm import tqdm  # the plain class: no notebook widget without a terminal
-
+            bar = tqdm.tqdm  # the plain class: no notebook widget without a terminal
             kwargs.update(file=_Lines(sys.stderr), mininterval=LOG_INTERVAL, ascii=True,
                           ncols=100, dynamic_ncols=False)
     kwargs.setdefault("dynamic_ncols", True)
-    return tqdm(iterable, **kwargs)
+    return bar(iterable, **kwargs)
