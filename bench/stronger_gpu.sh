@@ -213,10 +213,10 @@ else:
     test -d "$Q/data/trec-dl19" || { echo "no DL19 data in $Q/data; carry $PARTS/data to setup"; exit 3; }
     # eval/synth/dl19.yaml with the 0.5B as the query model; the second embedder starts from a copy
     # of the first one's folder, so only the embedder's steps run again (the generated data is
-    # the same); results.json is the first one's and is removed from the copy
+    # the same; synth_dl19.py does not reuse the copied results.json, made with other settings)
     W=$Q/ssra-$E
     if [ ! -d "$W" ] && [ "$E" != minilm ] && [ -d "$Q/ssra-minilm" ]; then
-      cp -r "$Q/ssra-minilm" "$W" && rm -f "$W/results.json"
+      cp -r "$Q/ssra-minilm" "$W"
     fi
     rc=0
     timeout "${SSRA_TIMEOUT:-540}" "$PY" bench/synth_dl19.py --out "$W" --results "$Q/synth_dl19.jsonl" \

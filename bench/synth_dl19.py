@@ -377,6 +377,16 @@ def _recorded_run_ids(path: Path = RESULTS) -> set:
     return {r.get("run_id") for r in br.read(path)}
 
 
+def _same_config(saved: dict | None, current: dict) -> bool:
+    """Whether a saved experiment's config is the current one (its output folder aside: a run
+    copied to another folder is still the same run)."""
+    if saved is None:
+        return False
+    norm = [json.loads(json.dumps({k: v for k, v in c.items() if k != "out"}, default=str))
+            for c in (saved, current)]
+    return norm[0] == norm[1]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(ROOT / "eval" / "synth" / "dl19.yaml"))
@@ -426,10 +436,16 @@ def main(argv: list[str] | None = None) -> int:
     results = None
     if not args.rerun and saved.is_file():
         results = json.loads(saved.read_text())
+        log = logging.getLogger("synth_dl19")
         if not results.get("complete"):
             results = None
+        elif not _same_config((results.get("provenance") or {}).get("config"), to_dict(cfg)):
+            # e.g. another --embed.model in the same folder: Run.experiment() reuses every step
+            # whose inputs are unchanged and recomputes the rest
+            log.warning("%s holds a finished experiment with other settings; running this one",
+                        saved)
+            results = None
         else:
-            log = logging.getLogger("synth_dl19")
             log.info("using the finished experiment in %s (--rerun recomputes it)", saved)
     if results is None:
         results = Run(cfg).experiment()

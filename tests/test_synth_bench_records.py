@@ -99,3 +99,14 @@ def test_table_from_records_and_run_ids(bench, tmp_path, monkeypatch):
     assert "| SSRA kept (after the Stage-2 filter) | 1 | 100 / 0 / 0 / 0 | 2 |" in table
     assert bench._recorded_run_ids(path) == {"2026-01-01T00:00:00+00:00"}
     assert bench._recorded_run_ids(tmp_path / "absent.jsonl") == set()
+
+
+def test_a_saved_experiment_is_reused_only_with_the_same_settings(bench):
+    cfg = to_dict(SynthConfig())
+    saved = json.loads(json.dumps(cfg, default=str))
+    assert bench._same_config(saved, cfg)
+    assert bench._same_config({**saved, "out": "elsewhere"}, cfg)  # a copied folder
+    other = json.loads(json.dumps(cfg, default=str))
+    other["embed"]["model"] = "mpnet"
+    assert not bench._same_config(other, cfg)
+    assert not bench._same_config(None, cfg)  # written before results kept their config
