@@ -44,6 +44,8 @@ def unit_of(metric: str) -> str:
         return UNITS[metric]
     if metric.startswith("WR_"):  # WR_<criterion>_vs_base: share of judgements won
         return "fraction"
+    if metric.startswith("judge_share_"):  # the judge's position bias: share of its verdicts
+        return "fraction"
     raise SystemExit(f"no unit known for the ECPO metric {metric!r}: add it to UNITS in "
                      f"{Path(__file__).name}")
 

@@ -224,7 +224,8 @@ else:
         --query.llm.model="$M" --embed.model="$E" "$@" >> "$Q/ssra-$E.log" 2>&1 || rc=$?
     report "$rc" "ssra $E" "$Q/ssra-$E.log"
     cp "$Q/synth_dl19.jsonl" "$OUT/" 2>/dev/null || true
-    (cd "$W" 2>/dev/null && tar czf "$OUT/ssra-$E.tgz" --exclude='*.safetensors' --exclude='*.arrow' \
+    # the datasets (arrow) come back too, so another embedder can be run from them elsewhere
+    (cd "$W" 2>/dev/null && tar czf "$OUT/ssra-$E.tgz" --exclude='*.safetensors' \
         --exclude='*.npy' --exclude='*.bin' .) || true
     du -sh "$OUT"
     ;;

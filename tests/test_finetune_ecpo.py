@@ -248,6 +248,11 @@ def test_the_loop_end_to_end_and_resume(tiny_llm, tmp_path, monkeypatch):
     assert summary["dpo"]["ecpo"]["trained"] and summary["dpo"]["ecpo_noec"]["trained"]
     assert set(summary["eval"]) == {"base", "sgpt", "ecpo", "ecpo_noec"}
     assert 0.0 <= summary["eval"]["ecpo"]["WR_vs_base"]["overall"] <= 1.0
+    # the judge's position bias sits beside its WR: both orders of every comparison were judged
+    bias = summary["eval"]["ecpo"]["judge_position_bias"]
+    assert bias["total"] == 2 * 2 * len(cfg.eval.judge_criteria)
+    shares = [bias["share_first"], bias["share_second"], bias["share_tie"]]
+    assert abs(sum(shares) - 1.0) < 1e-3
     results = json.loads((out / "results.json").read_text())
     assert results["base"]["n_tasks"] == 2
     # rerun: nothing is retrained (same data), the transcripts are reused

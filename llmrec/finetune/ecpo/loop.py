@@ -586,7 +586,7 @@ class Ecpo:
 
     def stage_eval(self) -> None:
         from llmrec.artifacts import write_json_atomic
-        from llmrec.crs.metrics import judge, win_rates
+        from llmrec.crs.metrics import judge, position_bias, win_rates
 
         cfg, ev = self.cfg, self.cfg.eval
         results: dict[str, Any] = {}
@@ -613,6 +613,9 @@ class Ecpo:
                 verdicts, info = judge(jb, recs, records["base"], prompt=ev.judge_prompt,
                                        criteria=ev.judge_criteria, mode=ev.judge_decisions)
                 wr = win_rates(verdicts)
+                # the judge's position bias comes with its WR: a judge that mostly picks the
+                # first-shown dialogue gives WR near 0.5 whatever the agents did
+                results[agent]["judge_position_bias"] = position_bias(verdicts)
                 results[agent]["WR_vs_base"] = {c: r["WR"] for c, r in wr.items()}
                 results[agent]["judge"] = {**info, "model": ev.judge.model}
                 with open(self.out / "eval" / agent / "judge_vs_base.jsonl", "w") as fh:
@@ -646,6 +649,13 @@ class Ecpo:
                         continue
                     fh.write(json.dumps({**base, "agent": agent, "n_tasks": r["n_tasks"],
                                          "metric": metric, "value": r[metric]}) + "\n")
+                    n += 1
+                for key, v in (r.get("judge_position_bias") or {}).items():
+                    if key == "total" or v is None:
+                        continue
+                    fh.write(json.dumps({**base, "agent": agent, "n_tasks": r["n_tasks"],
+                                         "metric": f"judge_{key}_vs_base", "value": v,
+                                         "verdicts": r["judge_position_bias"]["total"]}) + "\n")
                     n += 1
                 for crit, v in (r.get("WR_vs_base") or {}).items():
                     fh.write(json.dumps({**base, "agent": agent, "n_tasks": r["n_tasks"],
