@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Quality runs (issue 18) with Qwen2.5-Coder-0.5B-Instruct in every LLM role on a GPU host without
 # a package index or model weights (see bench/README.md, "GPU hosts"). The files travel in pieces
-# of 26 MiB, one carried folder per call, appended in $Q (/tmp/q), which survives only while the
+# of PIECE bytes (22M: a call carries 64 MiB with the tracked tree, ~40 MB), one carried folder per call, appended in $Q (/tmp/q), which survives only while the
 # calls follow each other closely (the machine is given back after 30 s idle):
 #
 #   bash bench/stronger_gpu.sh pack [mpnet]     # here, once: builds .gpu/q (see below)
-#   bash bench/stronger_gpu.sh recv KIND NN     # carry .gpu/q/KIND/NN; KIND = qwen (00..18),
-#                                               # minilm (00..03), mpnet (00..16, for ssra only)
+#   bash bench/stronger_gpu.sh recv KIND NN     # carry .gpu/q/KIND/NN; KIND = qwen (00..21),
+#                                               # minilm (00..03), mpnet (00..19, for ssra only)
 #   bash bench/stronger_gpu.sh setup            # carry .gpu/q/wheels-gpu and .gpu/q/data
 #                                               # (checks every file, installs, converts)
 #   bash bench/stronger_gpu.sh crs [KEY=VALUE ...]     # resumable: call again until "crs: done"
@@ -47,7 +47,7 @@ mkdir -p "$OUT"
 cut_pieces() {
   local file=$1 kind=$2 dir=$PARTS/$2
   rm -rf "$dir" && mkdir -p "$dir"
-  split -b 26M -d -a 2 "$file" "$dir/p"
+  split -b "${PIECE:-22M}" -d -a 2 "$file" "$dir/p"
   local n=0 f
   for f in "$dir"/p*; do mkdir "$dir/${f##*/p}"; mv "$f" "$dir/${f##*/p}/piece"; n=$((n + 1)); done
   printf 'name=%s\nsize=%s\nsha256=%s\npieces=%s\n' "${NAME:-$(basename "$file")}" \

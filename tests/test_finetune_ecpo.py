@@ -222,6 +222,31 @@ def _ecpo_cfg(tmp_path, model, stages):
     return cfg
 
 
+def test_lora_training_that_diverges_is_refused_and_saves_nothing(tiny_llm, tmp_path):
+    """A model whose training loss is NaN (here: a base weight set to NaN, as a diverged run or
+    a broken attention kernel leaves it) is not saved: it would answer token 0 forever."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from llmrec.errors import LlmrecError
+    from llmrec.llm.tuning import LoraSFTConfig, sft_lora
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llm))
+    with torch.no_grad():
+        next(p for n, p in model.named_parameters() if "mlp" in n).fill_(float("nan"))
+    broken = tmp_path / "broken"
+    model.save_pretrained(str(broken))
+    AutoTokenizer.from_pretrained(str(tiny_llm)).save_pretrained(str(broken))
+    rows = [{"prompt": [{"role": "user", "content": "Something scary?"}],
+             "completion": [{"role": "assistant", "content": "Ask[Old or new horror?]"}]}] * 4
+    out = tmp_path / "sft"
+    out.mkdir()
+    cfg = LoraSFTConfig(epochs=1, batch_size=2, max_steps=2, max_length=128)
+    with pytest.raises(LlmrecError, match="diverged: the loss was not finite from step 1"):
+        sft_lora(broken, rows, out, cfg, quiet=True)
+    assert list(out.iterdir()) == []
+
+
 def test_the_loop_end_to_end_and_resume(tiny_llm, tmp_path, monkeypatch):
     """Every stage on toy data: the scripted roles play the dialogues, the tiny Llama is really
     fine-tuned (SFT, then DPO on top); a rerun reuses every artifact."""

@@ -14,6 +14,7 @@ the base weights and the merged model saved as an ordinary transformers folder, 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import logging
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from llmrec.config import option
-from llmrec.errors import MissingDependencyError
+from llmrec.errors import LlmrecError, MissingDependencyError
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +118,9 @@ def _train_lora(kind: str, model_path: str | Path, rows: list[dict[str, Any]], o
             data_seed=cfg.seed,
             dataloader_num_workers=0,
             disable_tqdm=not progress_enabled() if quiet is None else quiet,
+            # a non-finite loss is logged as it is (transformers would log the window's mean of
+            # the finite ones, 0.0 at logging_steps=1), so the check below and the curve see it
+            logging_nan_inf_filter=False,
         )
         peft_config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                                  target_modules=list(cfg.target_modules), bias="none",
@@ -130,15 +134,60 @@ def _train_lora(kind: str, model_path: str | Path, rows: list[dict[str, Any]], o
         trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
         # llmrec.llm's HF backend switches autograd off process-wide when it loads; a process
         # that generated text before training must switch it back on here
-        with torch.enable_grad():
+        with torch.enable_grad(), _no_cudnn_attention():
             result = trainer.train()
         row_lengths = lengths(trainer.train_dataset)
         history = trainer.state.log_history
+        _check_finite(kind, trainer.model, history, cfg)
         trainer.model.save_pretrained(str(out / "adapter"))
         merged = trainer.model.merge_and_unload()
     merged.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
     return result, history, int(trainable), row_lengths
+
+
+@contextlib.contextmanager
+def _no_cudnn_attention():
+    """Training without cuDNN's attention kernel (CUDA only; the other SDPA kernels stay).
+
+    On H100/H200 with torch >= 2.11 cuDNN is the default SDPA backend, and its backward pass
+    returns NaN query gradients for some masked sequence lengths (pytorch/pytorch#196678,
+    huggingface/trl#7181). Qwen2.5's attention heads with very negative logits reach it: a LoRA-SFT
+    of Qwen2.5-Coder-0.5B on an H200 went from loss 1.4 to NaN at step 9 and the saved model
+    answered "!!!!" (token 0). The flash and memory-efficient kernels do not have the bug.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        yield
+        return
+    was = torch.backends.cuda.cudnn_sdp_enabled()
+    torch.backends.cuda.enable_cudnn_sdp(False)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.enable_cudnn_sdp(was)
+
+
+def _check_finite(kind: str, model: Any, history: list[dict[str, Any]], cfg: Any) -> None:
+    """Refuse to save a model whose training diverged: a NaN/inf loss or a trained (LoRA)
+    weight that is not finite. A model like that generates token 0 forever."""
+    import math
+
+    import torch
+
+    bad_step = next((h.get("step") for h in history if "loss" in h
+                     and not math.isfinite(float(h["loss"]))), None)
+    bad_weights = [n for n, p in model.named_parameters()
+                   if p.requires_grad and not bool(torch.isfinite(p.detach()).all())]
+    if bad_step is None and not bad_weights:
+        return
+    where = f"the loss was not finite from step {bad_step} on" if bad_step is not None else \
+        f"{len(bad_weights)} trained weight tensor(s) are not finite (e.g. {bad_weights[0]})"
+    raise LlmrecError(
+        f"{kind} training diverged: {where}; nothing was saved. Lower the learning rate "
+        f"(now {cfg.learning_rate:g}) or train on fewer/shorter rows; on CUDA this can also be a "
+        f"kernel bug of the installed torch (try another torch version)")
 
 
 def sft_lora(base_model: str | Path, rows: Sequence[dict[str, Any]], out: str | Path,
@@ -170,7 +219,7 @@ def sft_lora(base_model: str | Path, rows: Sequence[dict[str, Any]], out: str | 
 
 def _curve(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The logged training steps (loss and, for DPO, the reward statistics), one dict a step."""
-    keep = ("step", "epoch", "loss", "learning_rate", "rewards/accuracies", "rewards/margins",
+    keep = ("step", "epoch", "loss", "grad_norm", "learning_rate", "rewards/accuracies", "rewards/margins",
             "rewards/chosen", "rewards/rejected")
     return [{k: h[k] for k in keep if k in h} for h in history if "loss" in h]
 
