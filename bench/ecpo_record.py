@@ -73,6 +73,8 @@ def main(argv=None) -> int:
             rec["commit_reported_by_host"] = rec.get("commit")
             rec["commit"] = args.commit
         rec.setdefault("unit", unit_of(rec["metric"]))
+        # the catalog's search embedder (lines from before it was recorded carry it in config)
+        rec.setdefault("embedder", rec.get("config", {}).get("catalog", {}).get("embedder"))
         quality.append({**rec, **extra})
     br.append(RESULTS / "ecpo.jsonl", quality)  # validated: a line without the keys stops here
     curves = RESULTS / "ecpo_curves"
@@ -88,7 +90,7 @@ def main(argv=None) -> int:
                "versions": t.get("versions", versions)}
         training.append(br.record(
             f"ecpo_{kind}_lora", "tokens_per_second", t["tokens_per_second"], "tokens/s", env,
-            model="SmolLM2-135M-Instruct", adapter=name, **extra,
+            model=lines[0].get("model"), adapter=name, **extra,
             rows=t.get("rows", t.get("pairs")), steps=t["steps"], first_loss=t["first_loss"],
             last_loss=t["last_loss"], train_seconds=t["train_seconds"],
             tokens_seen=t["tokens_seen"], trainable_parameters=t["trainable_parameters"],

@@ -254,9 +254,11 @@ def test_ecpo_record_writes_units(tmp_path, monkeypatch):
     (tmp_path / "results").mkdir()
     host = {"benchmark": "ecpo", "device": "GPU", "commit": "unknown",
             "date": "2026-01-01T00:00:00+00:00", "versions": {"torch": "x"}, "agent": "sgpt",
-            "n_tasks": 100}
+            "n_tasks": 100, "model": "qwen2.5-coder-0.5b",
+            "config": {"catalog": {"embedder": "minilm"}}}
     metrics = {"SR": 0.01, "Recall@5": 0.02, "avg_expression": 2.4, "avg_rounds": 2.67,
-               "failed_turn_rate": 0.04, "WR_overall_vs_base": 0.5}
+               "failed_turn_rate": 0.04, "WR_overall_vs_base": 0.5,
+               "judge_share_first_vs_base": 0.6}
     lines = tmp_path / "lines.jsonl"
     lines.write_text("".join(json.dumps({**host, "metric": m, "value": v}) + "\n"
                              for m, v in metrics.items()))
@@ -272,12 +274,15 @@ def test_ecpo_record_writes_units(tmp_path, monkeypatch):
     quality = br.read(tmp_path / "results" / "ecpo.jsonl", check=True)
     assert {r["metric"]: r["unit"] for r in quality} == {
         "SR": "fraction", "Recall@5": "fraction", "avg_expression": "rating 0-5",
-        "avg_rounds": "rounds", "failed_turn_rate": "fraction", "WR_overall_vs_base": "fraction"}
+        "avg_rounds": "rounds", "failed_turn_rate": "fraction", "WR_overall_vs_base": "fraction",
+        "judge_share_first_vs_base": "fraction"}
+    assert {r["embedder"] for r in quality} == {"minilm"}
     assert {r["commit"] for r in quality} == {"9f569b0"} and {r["run"] for r in quality} == {"t1"}
     assert [r["value"] for r in quality] == list(metrics.values())
     (train,) = br.read(tmp_path / "results" / "ecpo_training.jsonl", check=True)
     assert train["benchmark"] == "ecpo_sft_lora" and train["unit"] == "tokens/s"
     assert train["value"] == 1234.5 and train["date"] == "2026-01-01T01:00:00+00:00"
     assert train["commit"] == "9f569b0" and train["settings"] == {"lr": 1e-4}
+    assert train["model"] == "qwen2.5-coder-0.5b"  # the tuned model, as the quality lines name it
     with pytest.raises(SystemExit, match="no unit known"):
         mod.unit_of("some_new_metric")
