@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Quality runs (issue 18) with Qwen2.5-Coder-0.5B-Instruct in every LLM role on a GPU host without
 # a package index or model weights (see bench/README.md, "GPU hosts"). The files travel in pieces
-# of PIECE bytes (22M: a call carries 64 MiB with the tracked tree, ~40 MB), one carried folder per call, appended in $Q (/tmp/q), which survives only while the
-# calls follow each other closely (the machine is given back after 30 s idle):
+# of PIECE bytes (22M: a call carries at most 64 MiB, the tracked tree is ~40 MB of it), one
+# carried folder per call, appended in $Q (/tmp/q), which survives only while the calls follow
+# each other closely (the machine is given back after 30 s idle):
 #
 #   bash bench/stronger_gpu.sh pack [mpnet]     # here, once: builds .gpu/q (see below)
 #   bash bench/stronger_gpu.sh recv KIND NN     # carry .gpu/q/KIND/NN; KIND = qwen (00..21),
