@@ -252,7 +252,7 @@ def paired_records(run, results: dict, n_boot: int = 2000, seed: int = 0) -> lis
     return recs
 
 
-_NAMES = {"base": "base MiniLM (no training)", "seed": "trained on seed labels only",
+_NAMES = {"base": "base embedder (no training)", "seed": "trained on seed labels only",
           "prompt_only": "+ prompt-only synthetic data", "ssra": "+ SSRA synthetic data",
           "score_model_reranker": "score model g as re-ranker (E[level])"}
 _SHORT = {"base": "base", "seed": "seed only", "prompt_only": "+ prompt-only",
@@ -286,11 +286,15 @@ def table_from_records(path: Path = RESULTS) -> str:
              "| embedder | nDCG@10 | AvgAP | AP>=1 | AP>=2 | AP>=3 | train rows |",
              "|---|---|---|---|---|---|---|"]
     rows = {r["strategy"]: r.get("train_rows") for r in recs if r.get("metric") == "avg_ap"}
+    # the base row names the embedder of this run (a path shows as its last part)
+    base_model = next((str(r["model"]) for r in recs if r.get("strategy") == "base"
+                       and r.get("model")), "embedder")
+    names = {**_NAMES, "base": f"base {Path(base_model.rstrip('/')).name} (no training)"}
     for strat in ("base", "seed", "prompt_only", "ssra", "score_model_reranker"):
         vals = [cell.get((strat, m)) for m in ("ndcg@10", "avg_ap", "ap_ge1", "ap_ge2", "ap_ge3")]
         if all(v is None for v in vals):
             continue
-        lines.append(f"| {_NAMES[strat]} | " + " | ".join(
+        lines.append(f"| {names[strat]} | " + " | ".join(
             "n/a" if v is None else f"{100 * v:.2f}" for v in vals)
             + f" | {rows.get(strat) if rows.get(strat) is not None else ''} |")
     lines += ["", "g's per-level agreement with held-out human labels (%):", "",

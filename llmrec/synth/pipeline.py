@@ -379,7 +379,7 @@ class Run:
 # tables
 # ------------------------------------------------------------------------------------------------
 
-_LABELS = {"base": "base MiniLM (no training)", "seed": "trained on seed labels only",
+_LABELS = {"base": "base embedder (no training)", "seed": "trained on seed labels only",
            "prompt_only": "+ prompt-only synthetic data", "ssra": "+ SSRA synthetic data"}
 
 
