@@ -7,7 +7,8 @@
 #
 #   bash bench/stronger_gpu.sh pack [mpnet]     # here, once: builds .gpu/q (see below)
 #   bash bench/stronger_gpu.sh recv KIND NN     # carry .gpu/q/KIND/NN; KIND = qwen (00..21),
-#                                               # minilm (00..03), mpnet (00..19, for ssra only)
+#                                               # minilm (00..03), mpnet (for ssra only;
+#                                               # `pack mpnet` prints each kind's piece count)
 #   bash bench/stronger_gpu.sh setup            # carry .gpu/q/wheels-gpu and .gpu/q/data
 #                                               # (checks every file, installs, converts)
 #   bash bench/stronger_gpu.sh crs [KEY=VALUE ...]     # resumable: call again until "crs: done"

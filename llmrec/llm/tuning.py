@@ -219,8 +219,8 @@ def sft_lora(base_model: str | Path, rows: Sequence[dict[str, Any]], out: str | 
 
 def _curve(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The logged training steps (loss and, for DPO, the reward statistics), one dict a step."""
-    keep = ("step", "epoch", "loss", "grad_norm", "learning_rate", "rewards/accuracies", "rewards/margins",
-            "rewards/chosen", "rewards/rejected")
+    keep = ("step", "epoch", "loss", "grad_norm", "learning_rate", "rewards/accuracies",
+            "rewards/margins", "rewards/chosen", "rewards/rejected")
     return [{k: h[k] for k in keep if k in h} for h in history if "loss" in h]
 
 

@@ -635,7 +635,8 @@ class Ecpo:
         base = {"benchmark": cfg.eval.benchmark, "device": _device(cfg.agent.llm),
                 "commit": git_revision(), "date": now_iso(), "model": cfg.agent.llm.model,
                 "simulator_model": cfg.simulator.llm.model, "judge_model": cfg.eval.judge.model,
-                "embedder": cfg.catalog.embedder, "dataset": cfg.eval_tasks.data.name, "split": "+".join(cfg.eval_tasks.user_splits),
+                "embedder": cfg.catalog.embedder, "dataset": cfg.eval_tasks.data.name,
+                "split": "+".join(cfg.eval_tasks.user_splits),
                 "max_rounds": cfg.max_rounds, "out": str(self.out),
                 "versions": package_versions(("torch", "transformers", "trl", "peft")),
                 "config": to_dict(cfg)}
