@@ -286,10 +286,12 @@ def table_from_records(path: Path = RESULTS) -> str:
              "| embedder | nDCG@10 | AvgAP | AP>=1 | AP>=2 | AP>=3 | train rows |",
              "|---|---|---|---|---|---|---|"]
     rows = {r["strategy"]: r.get("train_rows") for r in recs if r.get("metric") == "avg_ap"}
-    # the base row names the embedder of this run (a path shows as its last part)
+    # the base row names the embedder of this run where recorded (a path shows as its last part)
+    names = dict(_NAMES)
     base_model = next((str(r["model"]) for r in recs if r.get("strategy") == "base"
-                       and r.get("model")), "embedder")
-    names = {**_NAMES, "base": f"base {Path(base_model.rstrip('/')).name} (no training)"}
+                       and r.get("model")), None)
+    if base_model:
+        names["base"] = f"base {Path(base_model.rstrip('/')).name} (no training)"
     for strat in ("base", "seed", "prompt_only", "ssra", "score_model_reranker"):
         vals = [cell.get((strat, m)) for m in ("ndcg@10", "avg_ap", "ap_ge1", "ap_ge2", "ap_ge3")]
         if all(v is None for v in vals):

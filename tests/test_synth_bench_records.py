@@ -93,7 +93,8 @@ def test_table_from_records_and_run_ids(bench, tmp_path, monkeypatch):
     path = tmp_path / "r.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in recs))
     table = bench.table_from_records(path)
-    assert "| base all-MiniLM-L6-v2 (no training) | 70.00 | 50.00 | 80.00 | 60.00 | n/a | 0 |" in table
+    assert ("| base all-MiniLM-L6-v2 (no training) | 70.00 | 50.00 | 80.00 | 60.00 | n/a | 0 |"
+            in table)
     assert "| + SSRA synthetic data | 73.00 | 53.00 |" in table
     assert "| agreement | 10.0 | 20.0 | 30.0 | 40.0 |" in table
     assert "| SSRA kept (after the Stage-2 filter) | 1 | 100 / 0 / 0 / 0 | 2 |" in table
